@@ -1,0 +1,231 @@
+"""CSV import into PostgreSQL: raw psycopg COPY (the anchor) against the csv_import job.
+
+For each size the script writes a contacts CSV (email, first_name, last_name, phone,
+country, plan), then:
+- anchor: raw psycopg `COPY … FROM STDIN (FORMAT csv, HEADER)` of the same file into a
+  scratch table with the file's columns (no index, no validation), timed to its commit;
+- Offload: the file is stored as an upload (not timed), a `csv_import` job is submitted
+  and run by a real worker (one process, fresh for each size, on the same broker and
+  database); timed from the submit to the job's final status, into an empty contacts table.
+The worker process's peak RSS (VmHWM of the pool child that ran the import) is read after
+each run: the budget wants it flat in file size.
+
+    python bench/csv_import.py [--rows 100000,1000000]
+"""
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from common import (
+    BROKER_URL,
+    DATABASE_URL,
+    bench_env,
+    database_prepare,
+    django_setup,
+    results_write,
+    wait_until,
+    worker_start,
+    worker_stop,
+)
+
+COLUMNS = ("email", "first_name", "last_name", "phone", "country", "plan")
+COUNTRIES = ("GB", "US", "FR", "DE", "NL", "ES", "IT", "SE", "PL", "IE")
+
+
+def csv_write(path: Path, rows: int) -> int:
+    rng = random.Random(rows)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(COLUMNS) + "\n")
+        for i in range(rows):
+            out.write(
+                f"user{i:07d}.{rng.randrange(10**6):06d}@example{i % 97}.com,"
+                f"First{i % 5000},Last{i % 7919},+44 20 7946 {i % 10000:04d},"
+                f"{COUNTRIES[i % 10]},plan{i % 3}\n"
+            )
+    return path.stat().st_size
+
+
+SHAPED = """
+    CREATE TABLE bench_raw_contacts (LIKE notifications_contact INCLUDING ALL);
+    ALTER TABLE bench_raw_contacts
+        ALTER COLUMN created_at SET DEFAULT now(), ALTER COLUMN updated_at SET DEFAULT now(),
+        ALTER COLUMN attributes SET DEFAULT '{}', ADD COLUMN plan text
+"""
+
+
+def run_copy(path: Path, *, shaped: bool) -> dict:
+    """Raw COPY of the file. `shaped`: into a copy of the contacts table (same columns,
+    indexes and unique email constraint); otherwise into a bare table of the file's
+    columns, no index."""
+    import psycopg
+
+    with psycopg.connect(DATABASE_URL) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw_contacts")
+        if shaped:
+            conn.execute(SHAPED)
+        else:
+            columns = ", ".join(f"{name} text" for name in COLUMNS)
+            conn.execute(f"CREATE TABLE bench_raw_contacts ({columns})")
+        conn.commit()
+        started = time.monotonic()
+        with conn.cursor() as cursor, path.open("rb") as source:
+            with cursor.copy(
+                f"COPY bench_raw_contacts ({', '.join(COLUMNS)}) FROM STDIN "
+                "WITH (FORMAT csv, HEADER true)"
+            ) as copy:
+                while block := source.read(1 << 20):
+                    copy.write(block)
+            rows = cursor.rowcount
+        conn.commit()
+        seconds = time.monotonic() - started
+        conn.execute("DROP TABLE bench_raw_contacts")
+        conn.commit()
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+
+
+def _pool_children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_offload(path: Path, rows: int, logs: Path, media: Path) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.core.files import File
+
+    from jobs.models import Job
+    from jobs.services import JobSpec, job_submit
+    from jobs.uploads import upload_create
+    from notifications.models import Contact
+    from tests.support import queues_purge
+
+    Contact.objects.all().delete()
+    Job.objects.filter(kind="csv_import").delete()
+    queues_purge()
+    user, _ = get_user_model().objects.get_or_create(username="bench-import")
+    with path.open("rb") as source:
+        upload = upload_create(owner=user, file=File(source, name=path.name))
+    worker = worker_start(
+        "config",
+        queues="bulk",
+        concurrency=1,
+        env=bench_env(DJANGO_MEDIA_ROOT=str(media)),
+        log=logs / f"worker-{rows}.log",
+    )
+    try:
+        children = _pool_children(worker.pid)
+        rss_idle = max((_peak_rss_kib(pid) for pid in children), default=0)
+        started = time.monotonic()
+        job, _ = job_submit(
+            spec=JobSpec(kind="csv_import", params={"upload": str(upload.id)}), owner=user
+        )
+        done = wait_until(
+            lambda: Job.objects.filter(
+                id=job.id, status__in=["succeeded", "failed", "dead"]
+            ).exists(),
+            timeout=3600,
+            interval=0.05,
+        )
+        rss_peak = max((_peak_rss_kib(pid) for pid in _pool_children(worker.pid)), default=0)
+    finally:
+        worker_stop(worker)
+    job.refresh_from_db()
+    if job.status != "succeeded":
+        raise RuntimeError(f"import {job.status}: {job.error}")
+    seconds = done - started
+    result = job.result
+    if result["inserted"] != rows or Contact.objects.count() != rows:
+        raise RuntimeError(f"import counted {result}, table has {Contact.objects.count()}")
+    job_seconds = (job.finished_at - job.started_at).total_seconds()
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "job_seconds": round(job_seconds, 3),
+        "worker_rss_idle_mib": round(rss_idle / 1024, 1),
+        "worker_rss_peak_mib": round(rss_peak / 1024, 1),
+        "batches": result["batches"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.rows.split(",")]
+
+    database_prepare()
+    with tempfile.TemporaryDirectory() as tmp:
+        media = Path(tmp) / "media"
+        os.environ["DJANGO_MEDIA_ROOT"] = str(media)
+        django_setup()
+        from django.conf import settings
+
+        runs = []
+        for rows in sizes:
+            path = Path(tmp) / f"contacts-{rows}.csv"
+            size = csv_write(path, rows)
+            copy = run_copy(path, shaped=False)
+            copy_shaped = run_copy(path, shaped=True)
+            offload = run_offload(path, rows, Path(tmp), media)
+            path.unlink()
+            runs.append(
+                {
+                    "rows": rows,
+                    "file_bytes": size,
+                    "copy": copy,
+                    "copy_contacts_shaped": copy_shaped,
+                    "offload": offload,
+                }
+            )
+    print(
+        f"CSV import into PostgreSQL, batch {settings.OFFLOAD_CSV_BATCH_ROWS} rows, one worker "
+        f"process, broker {BROKER_URL.split('@')[-1]}, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'rows':>10}{'MB':>7}{'COPY bare':>11}{'COPY shaped':>13}{'job rows/s':>12}"
+        f"{'ratio bare':>12}{'ratio shaped':>14}{'worker RSS idle':>17}{'peak':>10}"
+    )
+    for run in runs:
+        o = run["offload"]
+        run["ratio"] = round(o["rows_per_s"] / run["copy"]["rows_per_s"], 3)
+        run["ratio_shaped"] = round(o["rows_per_s"] / run["copy_contacts_shaped"]["rows_per_s"], 3)
+        print(
+            f"{run['rows']:>10}{run['file_bytes'] / 1e6:>7.1f}{run['copy']['rows_per_s']:>11}"
+            f"{run['copy_contacts_shaped']['rows_per_s']:>13}{o['rows_per_s']:>12}"
+            f"{run['ratio']:>12.2f}{run['ratio_shaped']:>14.2f}"
+            f"{o['worker_rss_idle_mib']:>13.1f} MiB{o['worker_rss_peak_mib']:>6.1f} MiB"
+        )
+    print(
+        "COPY bare: into a table of the file's text columns, no index. COPY shaped: into a copy "
+        "of the contacts table (same indexes, unique email)."
+    )
+    for key, what in (("ratio", "bare"), ("ratio_shaped", "contacts-shaped")):
+        met = all(run[key] >= 0.5 for run in runs)
+        print(f"budget: import >= 0.5x raw COPY ({what}): {'met' if met else 'MISSED'}")
+    if len(runs) > 1:
+        growth = (
+            runs[-1]["offload"]["worker_rss_peak_mib"] / runs[0]["offload"]["worker_rss_peak_mib"]
+        )
+        print(
+            f"peak RSS {runs[-1]['rows']} rows / {runs[0]['rows']} rows: {growth:.2f}x "
+            f"(file {runs[-1]['file_bytes'] / runs[0]['file_bytes']:.1f}x)"
+        )
+    path = results_write("csv_import", {"runs": runs})
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

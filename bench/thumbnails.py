@@ -1,0 +1,178 @@
+"""12 MP JPEG to a 256 px thumbnail: a bare Pillow draft-decode loop (the anchor) against
+the `thumbnail` kind through a real worker.
+
+Both sides use the same cores (`--concurrency` processes: a multiprocessing pool for the
+loop, prefork worker processes for Offload) and the same JPEG files. The loop opens a file,
+drafts it to the target box, decodes, applies Image.thumbnail and encodes a JPEG in
+memory. Offload runs one `thumbnail` job per image (sizes [256], JPEG, quality 85) from a
+bulk submit to the last job's end: storage reads and writes, EXIF orientation, the output
+record and the job lifecycle included. The sides alternate for `--rounds` rounds on the
+same running worker and the best round of each side is compared.
+
+    python bench/thumbnails.py [-n 200] [--concurrency 2]
+"""
+
+import argparse
+import io
+import multiprocessing
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from common import (
+    BROKER_URL,
+    bench_env,
+    database_prepare,
+    django_setup,
+    results_write,
+    wait_until,
+    worker_start,
+    worker_stop,
+)
+
+SIZE = 256
+SOURCES = 8
+
+
+def photo(seed: int) -> bytes:
+    """A 4000 x 3000 (12 MP) JPEG with photo-like detail (noise over gradients), a few MB
+    like a camera's."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    base = Image.linear_gradient("L").resize((4000, 3000))
+    noise = Image.effect_noise((4000, 3000), 12 + rng.randrange(8))
+    image = Image.merge("RGB", (base, noise, base.rotate(180)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bare_one(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (SIZE, SIZE))
+        image.load()
+        image.thumbnail((SIZE, SIZE))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+    return len(out.getvalue())
+
+
+def run_bare(paths: list[str], concurrency: int) -> dict:
+    with multiprocessing.get_context("fork").Pool(concurrency) as pool:
+        pool.map(bare_one, paths[:concurrency])  # warm the pool up
+        started = time.monotonic()
+        sizes = pool.map(bare_one, paths, chunksize=1)
+        seconds = time.monotonic() - started
+    assert all(sizes)
+    return _figures(len(paths), seconds)
+
+
+def offload_prepare(paths: list[str]) -> tuple[object, list]:
+    from django.contrib.auth import get_user_model
+    from django.core.files import File
+
+    from jobs.models import Job, StoredFile
+    from jobs.services import JobSpec
+    from jobs.uploads import upload_create
+    from tests.support import queues_purge
+
+    Job.objects.filter(kind="thumbnail").delete()
+    StoredFile.objects.all().delete()
+    queues_purge()
+    user, _ = get_user_model().objects.get_or_create(username="bench-thumbnails")
+    specs = []
+    for path in paths:
+        with open(path, "rb") as source:
+            upload = upload_create(owner=user, file=File(source, name="photo.jpg"))
+        params = {"upload": str(upload.id), "sizes": [SIZE], "format": "JPEG", "quality": 85}
+        specs.append(JobSpec(kind="thumbnail", params=params))
+    return user, specs
+
+
+def offload_run(user: object, specs: list) -> dict:
+    from jobs.models import Job
+    from jobs.services import jobs_bulk_submit
+
+    started = time.monotonic()
+    jobs = jobs_bulk_submit(specs=specs, owner=user)
+    ids = [job.id for job in jobs]
+    done = wait_until(
+        lambda: (
+            Job.objects.filter(id__in=ids, status__in=["succeeded", "failed", "dead"]).count()
+            == len(ids)
+        ),
+        timeout=1800,
+        interval=0.1,
+    )
+    failed = Job.objects.filter(id__in=ids).exclude(status="succeeded").count()
+    if failed:
+        raise RuntimeError(f"{failed} thumbnail jobs did not succeed")
+    return _figures(len(ids), done - started)
+
+
+def _figures(n: int, seconds: float) -> dict:
+    return {"images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=200, help="images per side")
+    parser.add_argument("--concurrency", type=int, default=2, help="processes per side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
+    args = parser.parse_args()
+
+    database_prepare()
+    with tempfile.TemporaryDirectory() as tmp:
+        media = Path(tmp) / "media"
+        os.environ["DJANGO_MEDIA_ROOT"] = str(media)
+        django_setup()
+        sources = [Path(tmp) / f"src{i}.jpg" for i in range(SOURCES)]
+        for i, path in enumerate(sources):
+            path.write_bytes(photo(i))
+        paths = [str(sources[i % SOURCES]) for i in range(args.n)]
+        user, specs = offload_prepare(paths)
+        worker = worker_start(
+            "config",
+            queues="bulk",
+            concurrency=args.concurrency,
+            env=bench_env(DJANGO_MEDIA_ROOT=str(media)),
+            log=Path(tmp) / "worker.log",
+        )
+        try:
+            offload_run(user, specs[: args.concurrency * 2])  # warm-up, not counted
+            # The machine is shared: alternate the two sides and keep each side's best.
+            rounds = [(run_bare(paths, args.concurrency), offload_run(user, specs))
+                      for _ in range(args.rounds)]  # fmt: skip
+        finally:
+            worker_stop(worker)
+        bare = max((r[0] for r in rounds), key=lambda f: f["images_per_s"])
+        offload = max((r[1] for r in rounds), key=lambda f: f["images_per_s"])
+        source_mb = sum(p.stat().st_size for p in sources) / len(sources) / 1e6
+    ratio = round(offload["images_per_s"] / bare["images_per_s"], 3)
+    print(
+        f"12 MP JPEG ({source_mb:.1f} MB each) to {SIZE} px JPEG, n={args.n}, "
+        f"{args.rounds} rounds, "
+        f"{args.concurrency} processes per side, broker {BROKER_URL.split('@')[-1]}, "
+        f"{os.cpu_count()} cores"
+    )
+    for number, (b, o) in enumerate(rounds, 1):
+        print(f"round {number}: bare {b['images_per_s']:.1f}/s, kind {o['images_per_s']:.1f}/s")
+    print(f"{'best of each':<24}{'images/s':>10}{'ratio':>8}")
+    print(f"{'bare Pillow draft loop':<24}{bare['images_per_s']:>10.1f}{1.0:>8.2f}")
+    print(f"{'thumbnail kind':<24}{offload['images_per_s']:>10.1f}{ratio:>8.2f}")
+    print(f"budget: thumbnails >= 0.8x the bare loop: {'met' if ratio >= 0.8 else 'MISSED'}")
+    path = results_write(
+        "thumbnails",
+        {"n": args.n, "concurrency": args.concurrency, "bare": bare, "offload": offload,
+         "ratio": ratio, "rounds": [{"bare": b, "offload": o} for b, o in rounds]},
+    )  # fmt: skip
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

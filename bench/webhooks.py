@@ -1,0 +1,199 @@
+"""Signed webhook deliveries per second to a local receiver that verifies every signature.
+
+Deliveries are recorded and their `webhook.deliver` jobs queued first; then a real worker
+(2 processes, the `notifications` queue) starts, and the clock runs from its start until
+every delivery has succeeded. The anchor, in the same run: a bare loop that signs and POSTs the
+same bodies to the same receiver from 2 threads (no job record, no delivery record).
+
+    python bench/webhooks.py [-n 3000]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from common import (
+    BIN,
+    bench_env,
+    database_prepare,
+    django_setup,
+    jobs_reset,
+    results_write,
+    wait_until,
+    worker_start,
+    worker_stop,
+)
+
+HOST = "127.0.0.2"  # opened by OFFLOAD_WEBHOOK_ALLOWED_HOSTS in the test settings
+CHUNK = 500
+
+
+def receiver_start(secret: str, port: int, log: Path) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(BIN / "python"), "-m", "uvicorn", "webhook_receiver:app", "--host", HOST,
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=Path(__file__).parent, env={**os.environ, "WEBHOOK_SECRET": secret},
+        stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return process
+
+
+def counts(port: int) -> dict:
+    import httpx
+
+    return httpx.get(f"http://{HOST}:{port}/count", timeout=10).json()
+
+
+def run_anchor(n: int, secret: str, url: str, payload: dict) -> float:
+    import httpx
+
+    from notifications import signing
+
+    body = json.dumps(payload, separators=(",", ":")).encode()
+
+    def sender(count: int) -> None:
+        with httpx.Client(timeout=15) as client:
+            for _ in range(count):
+                message_id = f"msg_{uuid.uuid4().hex}"
+                headers = signing.headers(
+                    [secret], message_id=message_id, timestamp=int(time.time()), body=body
+                )
+                response = client.post(url, content=body, headers=headers)
+                assert response.status_code == 204, response.text
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=sender, args=(n // 2,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=3000, help="deliveries")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    args = parser.parse_args()
+    n = args.n - args.n % 2
+
+    database_prepare()
+    django_setup()
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from jobs.models import Job
+    from jobs.services import JobSpec, jobs_bulk_submit
+    from notifications import services
+    from notifications.models import Delivery, Endpoint
+    from tests.support import free_port
+
+    jobs_reset()
+    Delivery.objects.all().delete()
+    user, _ = User.objects.get_or_create(username="bench-webhooks")
+    port = free_port()
+    url = f"http://{HOST}:{port}/hook"
+    endpoint = services.endpoint_create(owner=user, url=url, event_types=["job.succeeded"])
+    Endpoint.objects.exclude(id=endpoint.id).filter(owner=user).delete()
+    job = Job.objects.create(kind="demo.sleep", owner=user, status="succeeded", version=3)
+    payload = {
+        "type": "job.succeeded",
+        "timestamp": timezone.now().isoformat(),
+        "data": {"job_id": str(job.id), "kind": "demo.sleep", "status": "succeeded",
+                 "version": 3, "progress": {"percent": 100.0}, "result": {"ok": True}},
+    }  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp)
+        receiver = receiver_start(endpoint.secret, port, logs / "receiver.log")
+        worker = None
+        try:
+            wait_until(lambda: _up(port), timeout=30, interval=0.1)
+            anchor_seconds = run_anchor(n, endpoint.secret, url, payload)
+            anchor_counts = counts(port)
+
+            deliveries = [
+                Delivery(
+                    owner=user,
+                    endpoint=endpoint,
+                    job=job,
+                    url=url,
+                    event_type="job.succeeded",
+                    message_id=f"msg_{uuid.uuid4().hex}",
+                    dedupe_key=uuid.uuid4().hex,
+                    payload=payload,
+                )
+                for _ in range(n)
+            ]
+            Delivery.objects.bulk_create(deliveries, batch_size=1000)
+            # The attempt jobs wait in the queue; the clock runs from the worker's start,
+            # so it measures delivering, not submitting (bench/throughput.py measures that).
+            for offset in range(0, n, CHUNK):
+                specs = [
+                    JobSpec(kind=services.DELIVER_KIND, params={"delivery_id": str(d.id)})
+                    for d in deliveries[offset : offset + CHUNK]
+                ]
+                jobs_bulk_submit(specs=specs, owner=None)
+            started = time.monotonic()
+            worker = worker_start(
+                "config", queues="notifications", concurrency=args.concurrency, env=bench_env(),
+                log=logs / "worker.log",
+            )  # fmt: skip
+            ready = time.monotonic()
+            wait_until(
+                lambda: Delivery.objects.filter(status__in=["succeeded", "failed"]).count() >= n,
+                timeout=1200,
+                interval=0.1,
+            )
+            offload_seconds = time.monotonic() - ready
+            startup_seconds = ready - started
+            failed = Delivery.objects.exclude(status="succeeded").count()
+            final_counts = counts(port)
+        finally:
+            if worker is not None:
+                worker_stop(worker)
+            receiver.terminate()
+            receiver.wait(30)
+
+    offload_verified = final_counts["verified"] - anchor_counts["verified"]
+    fig = {
+        "deliveries": n,
+        "offload_per_s": round(n / offload_seconds, 1),
+        "anchor_per_s": round(n / anchor_seconds, 1),
+        "failed": failed,
+        "worker_startup_s": round(startup_seconds, 2),
+        "verified_by_receiver": offload_verified,
+        "rejected_by_receiver": final_counts["rejected"],
+    }
+    fig["ratio"] = round(fig["offload_per_s"] / fig["anchor_per_s"], 3)
+    print(f"signed webhook deliveries, n={n}, worker {args.concurrency} processes, "
+          f"receiver {HOST} (uvicorn), "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print(f"{'system':<34}{'per s':>10}{'ratio':>8}")
+    print(f"{'bare sign+POST loop (2 threads)':<34}{fig['anchor_per_s']:>10.0f}{1:>8.2f}")
+    print(f"{'offload webhook.deliver jobs':<34}{fig['offload_per_s']:>10.0f}{fig['ratio']:>8.2f}")
+    print(f"receiver verified {offload_verified}/{n} deliveries, rejected "
+          f"{final_counts['rejected']}; deliveries not succeeded: {failed}")  # fmt: skip
+    ok = fig["offload_per_s"] >= 300 and failed == 0 and offload_verified == n
+    print(f"budget: at least 300 verified deliveries/s: {'met' if ok else 'MISSED'}")
+    print(f"written {results_write('webhooks', fig)}")
+
+
+def _up(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://{HOST}:{port}/count", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

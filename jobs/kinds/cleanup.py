@@ -1,0 +1,216 @@
+"""`cleanup`: delete what is older than its retention, category by category, in batches.
+
+Categories are registered by the apps that own the data (jobs/retention.py). This module
+registers the jobs app's own: finished jobs per status (succeeded, failed, dead,
+cancelled), django-celery-results rows and claimed schedule slots. Other apps add theirs
+(webhook delivery logs, uploads, generated files) with `retention_register`, and this kind
+picks them up. Retention is read from settings (OFFLOAD_RETENTION_*_DAYS); 0 keeps a
+category for ever.
+
+Each batch selects at most `batch_size` primary keys and deletes exactly those rows in
+its own short transaction: no single huge DELETE, no table lock, and a cancelled or
+fenced-out run stops between two batches. The result reports, per category, the rows
+deleted and the batches used.
+"""
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import DO_NOTHING, SET_NULL, Model, Q
+from django.db.models import signals as models_signals
+from django.db.models.deletion import get_candidate_relations_to_delete
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+from rest_framework import serializers
+
+from jobs.models import Job, JobStatus, ScheduleSlot
+from jobs.registry import job_kind
+from jobs.retention import RetentionCategory, retention_categories, retention_register
+from jobs.runtime import JobRun
+from jobs.schedules.defaults import schedule_default
+
+for _status, _days in (
+    (JobStatus.SUCCEEDED, 7),
+    (JobStatus.FAILED, 30),
+    (JobStatus.DEAD, 30),
+    (JobStatus.CANCELLED, 30),
+):
+    retention_register(
+        f"jobs.{_status}",
+        model=Job,
+        age_field="finished_at",
+        days_setting=f"OFFLOAD_RETENTION_{_status.upper()}_DAYS",
+        default_days=_days,
+        filter=Q(status=_status),
+    )
+retention_register(
+    "celery.results",
+    model=TaskResult,
+    age_field="date_done",
+    days_setting="OFFLOAD_RETENTION_TASK_RESULTS_DAYS",
+    default_days=7,
+)
+retention_register(
+    "schedules.slots",
+    model=ScheduleSlot,
+    age_field="claimed_at",
+    days_setting="OFFLOAD_RETENTION_SCHEDULE_SLOTS_DAYS",
+    default_days=30,
+)
+
+
+class LeaseLost(Exception):
+    """A newer run of this schedule took over: this one must stop writing."""
+
+
+def _category_names() -> list[str]:
+    return [category.name for category in retention_categories()]
+
+
+class CleanupParams(serializers.Serializer):
+    categories = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, allow_empty=False
+    )
+    batch_size = serializers.IntegerField(min_value=1, max_value=50_000, required=False)
+    dry_run = serializers.BooleanField(default=False)
+
+    def validate_categories(self, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(_category_names()))
+        if unknown:
+            raise serializers.ValidationError(
+                f"unknown categories {', '.join(unknown)}; known: {', '.join(_category_names())}"
+            )
+        return value
+
+
+def retention_days(category: RetentionCategory) -> int:
+    return int(getattr(settings, category.days_setting, category.default_days))
+
+
+def _old_rows(category: RetentionCategory, cutoff: Any) -> Any:
+    rows = category.model._default_manager.filter(**{f"{category.age_field}__lt": cutoff})
+    return rows.filter(category.filter) if category.filter is not None else rows
+
+
+def _batch_delete(model: type[Model], pks: list) -> int:
+    """One DELETE for the batch. Django's collector would load every row and delete them
+    100 at a time as soon as another model points here with SET_NULL (webhook deliveries
+    and stored files point at jobs); those references are cleared with one UPDATE each
+    instead. Any other kind of reference, or a delete signal, takes Django's way."""
+    # Hidden relations (related_name="+") included, as Django's collector sees them.
+    relations = [
+        rel
+        for rel in get_candidate_relations_to_delete(model._meta)
+        if rel.on_delete is not DO_NOTHING
+    ]
+    signalled = any(
+        signal.has_listeners(model)
+        for signal in (models_signals.pre_delete, models_signals.post_delete)
+    )
+    batch = model._base_manager.filter(pk__in=pks)
+    if signalled or any(rel.on_delete is not SET_NULL for rel in relations):
+        return batch.delete()[0]
+    for rel in relations:
+        rel.related_model._base_manager.filter(**{f"{rel.field.name}__in": pks}).update(
+            **{rel.field.name: None}
+        )
+    # QuerySet._raw_delete is the single statement Django's own fast path issues.
+    return batch._raw_delete(batch.db)
+
+
+def category_clean(
+    *,
+    category: RetentionCategory,
+    batch_size: int,
+    dry_run: bool = False,
+    between_batches: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Delete one category's expired rows in batches; returns its counts."""
+    days = retention_days(category)
+    if days <= 0:
+        return {"days": days, "deleted": 0, "batches": 0, "kept_forever": True}
+    cutoff = timezone.now() - timedelta(days=days)
+    old = _old_rows(category, cutoff)
+    report = {"days": days, "cutoff": cutoff.isoformat(), "deleted": 0, "batches": 0}
+    if dry_run:
+        report["would_delete"] = old.count()
+        return report
+    pk_name = category.model._meta.pk.name
+    while True:
+        between_batches()
+        pks = list(old.order_by().values_list(pk_name, flat=True)[:batch_size])
+        if not pks:
+            break
+        with transaction.atomic():
+            batch = category.model._default_manager.filter(**{f"{pk_name}__in": pks})
+            if category.before_delete is not None:
+                category.before_delete(list(batch))
+            deleted = _batch_delete(category.model, pks)
+        report["deleted"] += deleted
+        report["batches"] += 1
+    return report
+
+
+def cleanup_run(
+    *,
+    categories: list[str] | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    between_batches: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Clean every (or the named) category; the result has counts per category."""
+    batch_size = batch_size or settings.OFFLOAD_CLEANUP_BATCH_SIZE
+    chosen = [c for c in retention_categories() if categories is None or c.name in categories]
+    report = {
+        category.name: category_clean(
+            category=category,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            between_batches=between_batches,
+        )
+        for category in chosen
+    }
+    return {
+        "categories": report,
+        "deleted": sum(item["deleted"] for item in report.values()),
+        "dry_run": dry_run,
+    }
+
+
+@job_kind(
+    "cleanup",
+    params=CleanupParams,
+    queue="bulk",
+    staff_only=True,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 60,
+)
+def cleanup(job: JobRun) -> dict:
+    """Delete rows older than their retention (jobs, task results, slots, app categories)."""
+    steps = 0
+
+    def between_batches() -> None:
+        nonlocal steps
+        steps += 1
+        job.progress(steps, None, "cleaning")  # stops here when the job was cancelled
+        if not job.lease_held():
+            raise LeaseLost("a newer run of this schedule took over; stopped between batches")
+
+    return cleanup_run(
+        categories=job.params.get("categories"),
+        batch_size=job.params.get("batch_size"),
+        dry_run=job.params["dry_run"],
+        between_batches=between_batches,
+    )
+
+
+schedule_default(
+    "offload.cleanup",
+    kind="cleanup",
+    crontab={"minute": "30", "hour": "3", "timezone": settings.TIME_ZONE},
+    expire_seconds=3600,
+    description="Nightly: delete rows older than their retention (OFFLOAD_RETENTION_*).",
+)

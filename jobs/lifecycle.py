@@ -1,0 +1,254 @@
+"""The job lifecycle: the only place that changes a job's status.
+
+Every move is one conditional `UPDATE … WHERE status IN (legal sources) RETURNING …`, so a
+late or duplicate signal simply matches no row and never moves a job backwards, even when
+two processes race. Every move (and every progress write) bumps `version` and publishes one
+event after commit.
+
+Legal moves (target <- sources). Beyond the diagram in DESIGN.md: `running -> running` is a
+redelivery after a lost worker, `retrying -> cancelled` lets a waiting retry be cancelled,
+`cancelled -> queued` is the API's retry of a cancelled job, and `queued|retrying -> failed|dead`
+ends a job whose run was lost before its running move was written.
+
+A run's own writes (`job_run_write`) are fenced by the version the run claimed: only the run
+that saw version v can write, and only while the job is still at v (or at the versions the
+run's own writes produced). That makes two things safe: a run that finishes within a few
+milliseconds folds its running move into its terminal write (one write per job instead of
+two), and a cancel, requeue or reaper move made meanwhile always wins over the run.
+"""
+
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs import events
+from jobs.models import Job, JobStatus
+
+S = JobStatus
+LEGAL_SOURCES: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.SCHEDULED, S.FAILED, S.DEAD, S.CANCELLED}),
+    S.RUNNING: frozenset({S.QUEUED, S.RETRYING, S.RUNNING}),
+    S.RETRYING: frozenset({S.RUNNING}),
+    S.SUCCEEDED: frozenset({S.RUNNING}),
+    S.FAILED: frozenset({S.QUEUED, S.RUNNING, S.RETRYING}),
+    S.DEAD: frozenset({S.QUEUED, S.RUNNING, S.RETRYING}),
+    S.CANCELLED: frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING}),
+    S.SCHEDULED: frozenset(),
+}
+# What a run may have claimed from: its fenced writes accept these (see the module docstring).
+RUN_SOURCES = frozenset({S.QUEUED, S.RETRYING, S.RUNNING})
+
+_TABLE = Job._meta.db_table
+_JSON_FIELDS = frozenset({"params", "result", "error", "history"})
+RETURNED = (
+    "kind",
+    "owner_id",
+    "status",
+    "version",
+    "attempts",
+    "progress_percent",
+    "progress_current",
+    "progress_total",
+    "progress_message",
+    "result",
+    "error",
+    "concurrency_key",
+    "callback_url",
+)
+TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED})
+
+
+class Coalesce:
+    """Set a column only if it is still empty: `col = COALESCE(col, value)`."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def can_move(source: str, target: str) -> bool:
+    return source in LEGAL_SOURCES[target]
+
+
+def _adapt(name: str, value: Any) -> Any:
+    if name in _JSON_FIELDS and value is not None:
+        return json.dumps(value)
+    if hasattr(value, "tzinfo"):
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def _row(job_id: uuid.UUID, names: Iterable[str], values: Iterable[Any]) -> dict[str, Any]:
+    row = dict(zip(names, values, strict=True))
+    for name in _JSON_FIELDS & row.keys():
+        if isinstance(row[name], str):
+            row[name] = json.loads(row[name])
+    row["id"] = job_id
+    return row
+
+
+def _update(
+    job_id: uuid.UUID | str,
+    *,
+    sets: dict[str, Any],
+    where_status: Iterable[str],
+    increments: Iterable[str] = (),
+    returning: Iterable[str] = RETURNED,
+    version: int | None = None,
+    bump: bool = True,
+) -> dict[str, Any] | None:
+    job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    statuses = list(where_status)
+    if not statuses:
+        return None
+    assignments = ["version = version + 1"] if bump else []
+    assignments += [f"{name} = {name} + 1" for name in increments]
+    params: list[Any] = []
+    for name, value in sets.items():
+        if isinstance(value, Coalesce):
+            assignments.append(f"{name} = COALESCE({name}, %s)")
+            value = value.value
+        else:
+            assignments.append(f"{name} = %s")
+        params.append(_adapt(name, value))
+    returning = tuple(returning)
+    # Column names come from this module's callers, never from input; values are bound.
+    sql = (
+        f"UPDATE {_TABLE} SET {', '.join(assignments)} "  # noqa: S608
+        f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(statuses))})"
+    )
+    params.append(_job_id_param(job_id))
+    params.extend(statuses)
+    if version is not None:
+        sql += " AND version = %s"
+        params.append(version)
+    sql += f" RETURNING {', '.join(returning)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        values = cursor.fetchone()
+    if values is None:
+        return None
+    row = _row(job_id, returning, values)
+    if bump:
+        transaction.on_commit(lambda: events.event_publish(events.event_from_row(row), row=row))
+    if row.get("concurrency_key") and row.get("status") in TERMINAL:
+        from jobs import concurrency
+
+        key = row["concurrency_key"]
+        transaction.on_commit(lambda: concurrency.slots_release(key=key))
+    return row
+
+
+def _job_id_param(job_id: uuid.UUID) -> Any:
+    # PostgreSQL has a native uuid type; SQLite stores the 32-char hex form.
+    return job_id if connection.features.has_native_uuid_field else job_id.hex
+
+
+def job_move(
+    *,
+    job_id: uuid.UUID | str,
+    to: str,
+    sets: dict[str, Any] | None = None,
+    increments: Iterable[str] = (),
+    returning: Iterable[str] = RETURNED,
+) -> dict[str, Any] | None:
+    """Move a job to `to` if its current status allows it; return the moved row, or None
+    when the move is not legal (or the job is gone)."""
+    return _update(
+        job_id,
+        sets={"status": str(to), **(sets or {})},
+        where_status=LEGAL_SOURCES[to],
+        increments=increments,
+        returning=returning,
+    )
+
+
+def progress_sets(*, current: int, total: int | None, message: str) -> dict[str, Any]:
+    percent = None
+    if total:
+        percent = round(min(max(current / total, 0.0), 1.0) * 100, 2)
+    return {
+        "progress_current": current,
+        "progress_total": total,
+        "progress_percent": percent,
+        "progress_message": message[:500],
+        "heartbeat_at": timezone.now(),
+    }
+
+
+def job_progress_set(
+    *, job_id: uuid.UUID | str, current: int, total: int | None, message: str = ""
+) -> bool:
+    """Write a running job's progress (unfenced); False when it is no longer running."""
+    sets = progress_sets(current=current, total=total, message=message)
+    return _update(job_id, sets=sets, where_status=[S.RUNNING]) is not None
+
+
+_CLAIMED = (
+    "kind",
+    "status",
+    "version",
+    "attempts",
+    "deliveries",
+    "params",
+    "created_at",
+    "idempotency_key",
+)
+
+
+def job_claim(*, job_id: uuid.UUID | str) -> dict[str, Any] | None:
+    """Read what a run needs before it starts (no write): None when the job is not
+    waiting to run (cancelled, finished, or gone). Raw SQL: this runs once per job."""
+    job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    sources = sorted(RUN_SOURCES)
+    sql = (
+        f"SELECT {', '.join(_CLAIMED)} FROM {_TABLE} "  # noqa: S608
+        f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(sources))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_job_id_param(job_id), *sources])
+        values = cursor.fetchone()
+    return None if values is None else _row(job_id, _CLAIMED, values)
+
+
+def job_run_write(
+    *,
+    job_id: uuid.UUID | str,
+    version: int,
+    to: str,
+    sets: dict[str, Any] | None = None,
+    where_status: Iterable[str] = RUN_SOURCES,
+    bump: bool = True,
+) -> dict[str, Any] | None:
+    """A write by the run holding `version` (its fencing token). Returns the row (with the
+    new version), or None when anything else changed the job since."""
+    return _update(
+        job_id,
+        sets={"status": str(to), **(sets or {})},
+        where_status=where_status,
+        version=version,
+        bump=bump,
+    )
+
+
+def job_requeue_undo(
+    *, job_id: uuid.UUID | str, status: str, version: int, history: list | None = None
+) -> bool:
+    """Put a requeued job back to the status it had when its message could not be
+    published. Matches only the exact version the requeue wrote, so it never undoes a
+    later move."""
+    restore: dict[str, Any] = {"status": status, "version": version + 1}
+    if history is not None:
+        restore["history"] = history
+    updated = Job.objects.filter(id=job_id, status=S.QUEUED, version=version).update(**restore)
+    return updated == 1
+
+
+def job_cancelled_result_set(*, job_id: uuid.UUID | str, result: dict[str, Any]) -> bool:
+    """Record what a cancelled run had done when it stopped (e.g. the rows an import had
+    committed). Touches only a cancelled job; like every change it bumps the version and
+    publishes an event."""
+    return _update(job_id, sets={"result": result}, where_status=[S.CANCELLED]) is not None

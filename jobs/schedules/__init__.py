@@ -1,0 +1,2 @@
+"""Schedules that never double-run: slot timing, slot claims and run leases, beat leader
+election and the beat scheduler. See each module's docstring."""

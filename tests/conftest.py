@@ -1,0 +1,112 @@
+import os
+
+import pytest
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.support import Worker, queues_purge
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"database: {settings.DATABASES['default']['NAME']}",
+        f"broker: {settings.CELERY_BROKER_URL.split('@')[-1]}",
+        f"CI: {os.environ.get('CI', '')}",
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_dir_empty():
+    """Counters start from zero each session; nothing has recorded a metric yet."""
+    from jobs.metrics import metrics_dir_empty
+
+    metrics_dir_empty()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-pass-123", is_staff=True, is_superuser=True
+    )
+
+
+def _client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    return _client_for(user)
+
+
+@pytest.fixture
+def other_api(other_user) -> APIClient:
+    return _client_for(other_user)
+
+
+@pytest.fixture
+def staff_api(staff_user) -> APIClient:
+    return _client_for(staff_user)
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, log_dir):
+    """One real Celery worker process for the session, on the test database and broker."""
+    with django_db_blocker.unblock():
+        queues_purge()
+    process = Worker(log_dir=log_dir).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def web(django_db_setup, django_db_blocker, log_dir):
+    """One real uvicorn process (the ASGI app) for the session, on the test database."""
+    from tests.support import WebServer
+
+    server = WebServer(log_dir=log_dir).start()
+    yield server
+    server.stop()
+
+
+def token_for(user) -> str:
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+@pytest.fixture
+def worker_paused(worker):
+    """The session worker stops consuming (its consumers are cancelled) for one test, so
+    messages stay on the broker or go only to a worker the test starts itself."""
+    import socket
+
+    from config.celery_app import app
+
+    name = worker.name.replace("%h", socket.gethostname())
+    queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+    for queue in queues:
+        app.control.cancel_consumer(queue, destination=[name], reply=True)
+    queues_purge()
+    yield
+    queues_purge()
+    for queue in queues:
+        app.control.add_consumer(queue, destination=[name], reply=True)
