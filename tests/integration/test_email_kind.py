@@ -122,7 +122,10 @@ def test_staff_attachment_arrives_with_its_name_and_type(mail_worker, server, st
             "attachments": [str(stored.id)],
         },
     )
-    job = _final(job_id)
+    try:
+        job = _final(job_id)
+    finally:
+        default_storage.delete(name)
 
     assert job.status == "succeeded", job.error
     message = server.messages("ops@example.org")[0].parsed()
