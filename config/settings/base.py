@@ -344,6 +344,42 @@ OFFLOAD_REAPER_STALE_SECONDS = env.float("OFFLOAD_REAPER_STALE_SECONDS", default
 # How many times one job may be requeued by the reaper before it is left failed.
 OFFLOAD_REAPER_MAX_REQUEUES = env.int("OFFLOAD_REAPER_MAX_REQUEUES", default=3)
 
+# --- Email ------------------------------------------------------------------------
+
+# EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.org:587, consolemail://) wins over
+# the single EMAIL_* settings when it is set.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=30.0)
+if env("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Offload <offload@localhost>")
+# Absolute address of this site, for links in emails (unsubscribe links).
+OFFLOAD_PUBLIC_URL = env("OFFLOAD_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Most recipients one `email` job may have; larger audiences are an email_campaign.
+OFFLOAD_EMAIL_MAX_RECIPIENTS = env.int("OFFLOAD_EMAIL_MAX_RECIPIENTS", default=50)
+# Most attachments of one email, and their largest total size in bytes.
+OFFLOAD_EMAIL_MAX_ATTACHMENTS = env.int("OFFLOAD_EMAIL_MAX_ATTACHMENTS", default=10)
+OFFLOAD_EMAIL_MAX_ATTACHMENT_BYTES = env.int(
+    "OFFLOAD_EMAIL_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024
+)
+# Messages per second all workers together may send (0: no limit).
+OFFLOAD_EMAIL_RATE_LIMIT = env.float("OFFLOAD_EMAIL_RATE_LIMIT", default=0.0)
+# Attempts of an email job on transient SMTP failures (4xx, timeouts, refused connections)
+# and the base of their exponential backoff in seconds (capped at OFFLOAD_EMAIL_RETRY_MAX).
+OFFLOAD_EMAIL_MAX_ATTEMPTS = env.int("OFFLOAD_EMAIL_MAX_ATTEMPTS", default=5)
+OFFLOAD_EMAIL_RETRY_BACKOFF = env.float("OFFLOAD_EMAIL_RETRY_BACKOFF", default=30.0)
+OFFLOAD_EMAIL_RETRY_MAX = env.float("OFFLOAD_EMAIL_RETRY_MAX", default=1800.0)
+# Recipients per child job of an email campaign.
+OFFLOAD_EMAIL_CAMPAIGN_CHUNK = env.int("OFFLOAD_EMAIL_CAMPAIGN_CHUNK", default=100)
+# How often a campaign job reads its children's progress, in seconds.
+OFFLOAD_EMAIL_CAMPAIGN_POLL = env.float("OFFLOAD_EMAIL_CAMPAIGN_POLL", default=1.0)
+
 # --- Logging ----------------------------------------------------------------------
 
 # "json": one JSON object per line (production, CI); "console": readable lines (quickstart).
