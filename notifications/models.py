@@ -7,11 +7,11 @@ from django.db import models
 class Contact(models.Model):
     """A person Offload can write to: the target of CSV imports and email campaigns."""
 
-    email = models.EmailField(max_length=254, unique=True)
+    email = models.EmailField(max_length=254)
     first_name = models.CharField(max_length=150, blank=True, default="")
     last_name = models.CharField(max_length=150, blank=True, default="")
     phone = models.CharField(max_length=50, blank=True, default="")
-    country = models.CharField(max_length=2, blank=True, default="", db_index=True)
+    country = models.CharField(max_length=2, blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -19,6 +19,11 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["email"]
+        # Declared as a constraint and an index rather than `unique=True`/`db_index=True`:
+        # on PostgreSQL those add a second `varchar_pattern_ops` index per column for
+        # `LIKE 'x%'` lookups nothing here makes, and every import pays for each index.
+        constraints = [models.UniqueConstraint(fields=["email"], name="contact_email_unique")]
+        indexes = [models.Index(fields=["country"], name="contact_country_idx")]
 
     def __str__(self) -> str:
         return self.email
