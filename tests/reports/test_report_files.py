@@ -21,7 +21,7 @@ from jobs.errors import JobCancelled
 from jobs.models import FilePurpose, Job, StoredFile
 from notifications.models import Contact
 from reports import selectors, services, writers
-from tests.reports.conftest import DAY, MIDNIGHT
+from tests.reportdata import DAY, MIDNIGHT
 
 pytestmark = pytest.mark.django_db
 
