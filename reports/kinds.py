@@ -16,8 +16,9 @@ from datetime import date
 from django.conf import settings
 from rest_framework import serializers
 
+from jobs.errors import BrokerUnavailable
 from jobs.models import Job
-from jobs.registry import job_kind
+from jobs.registry import RetryPolicy, job_kind
 from jobs.runtime import JobRun
 from jobs.schedules.defaults import schedule_default
 from reports import daily, services
@@ -56,6 +57,8 @@ class DailyReportParams(serializers.Serializer):
     queue="bulk",
     priority=3,
     staff_only=True,
+    # The email job could not be queued (broker unreachable): the run is tried again.
+    retry=RetryPolicy(on=(BrokerUnavailable,), max_attempts=4, backoff=30.0),
     soft_time_limit=1800,
     time_limit=1800 + 60,
 )

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, TextField
+from django.db.models import Count, F, Func, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 
@@ -217,6 +217,35 @@ def contacts_filtered(filters: dict[str, Any]) -> QuerySet[Contact]:
     if filters.get("attributes"):
         contacts = contacts.filter(attributes__contains=filters["attributes"])
     return contacts
+
+
+_CSV_TEXT = (
+    "CASE WHEN left(%(expressions)s, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+    "THEN '''' || %(expressions)s ELSE NULLIF(%(expressions)s, '') END"
+)
+_CSV_MOMENT = "to_char(%(expressions)s, 'YYYY-MM-DD\"T\"HH24:MI:SS.USTZH:TZM')"
+_CSV_SUBSCRIBED = "CASE WHEN %(expressions)s IS NULL THEN 'true' ELSE 'false' END"
+
+
+def contacts_csv_select(contacts: QuerySet[Contact]) -> tuple[str, tuple]:
+    """PostgreSQL: the export's SELECT with every cell already formatted as the Python
+    CSV writer formats it (reports/writers.py): text escaped against formulas, empty text
+    as NULL (so COPY leaves it unquoted), booleans as true/false, times in ISO 8601 with
+    microseconds and offset (in the session's time zone, which the caller sets). Returns
+    (sql, params) for `COPY (sql) TO STDOUT`."""
+    cells = {}
+    for name, kind in CONTACT_COLUMNS:
+        if name == "subscribed":
+            cell = Func(F("unsubscribed_at"), template=_CSV_SUBSCRIBED, output_field=TextField())
+        elif name == "attributes":
+            cell = Cast("attributes", TextField())
+        elif kind == "datetime":
+            cell = Func(F(name), template=_CSV_MOMENT, output_field=TextField())
+        else:
+            cell = Func(F(name), template=_CSV_TEXT, output_field=TextField())
+        cells[f"csv_{name}"] = cell
+    query = contacts.order_by("email").annotate(**cells).values_list(*cells).query
+    return query.sql_with_params()
 
 
 def contacts_rows(contacts: QuerySet[Contact]) -> Iterator[tuple]:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from django.core.files import File
+from django.db import connection
 
 from jobs import uploads
 from jobs.models import FilePurpose, StoredFile
 from reports import links, selectors
-from reports.writers import Column, Table, csv_write, xlsx_write
+from reports.writers import Column, Table, csv_copy_write, csv_write, xlsx_write
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +169,14 @@ def _contacts_write(
         # Stops the export here (JobCancelled) when the job was cancelled.
         progress(done, max(total, done), f"{done} of {total} contacts")
 
-    writer = csv_write if params["format"] == "csv" else xlsx_write
-    rows = writer([contacts_table(filters)], path, on_row=on_row)
+    table = contacts_table(filters)
+    if params["format"] == "xlsx":
+        rows = xlsx_write([table], path, on_row=on_row)
+    elif connection.vendor == "postgresql":
+        select = selectors.contacts_csv_select(selectors.contacts_filtered(filters))
+        rows = csv_copy_write(columns=table.columns, select=select, path=path, on_row=on_row)
+    else:
+        rows = csv_write([table], path, on_row=on_row)
     progress(rows, rows, f"{rows} contacts exported")
     return rows, {"filters": filters}
 

@@ -8,7 +8,10 @@ each introduced by a `# <title>` line and followed by a blank line. Text cells t
 spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
 return) are written with a leading `'`, the OWASP advice against CSV injection; so a phone
 number `+44 20 …` reads `'+44 20 …` in the file. Numbers, booleans and dates are never
-escaped (they are not text). Dates are ISO 8601 in DJANGO_TIME_ZONE, with the offset.
+escaped (they are not text). Times are ISO 8601 with microseconds and the offset, in
+DJANGO_TIME_ZONE. On PostgreSQL a contacts export is formatted by the server and streamed
+with `COPY … TO STDOUT` (`csv_copy_write`): the same cells (a test holds the two paths to
+it), lines ending in LF instead of CRLF.
 
 XLSX: XlsxWriter in constant_memory mode (each row is flushed to a temporary file once the
 next one starts). Every cell is typed: text as a string cell (never a formula, whatever it
@@ -18,6 +21,7 @@ continues on a further sheet with the same header.
 """
 
 import csv
+import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 XLSX_MAX_ROWS = 1_048_576
@@ -66,7 +71,7 @@ def _csv_converters(columns: Sequence[Column]) -> list[Callable[[Any], Any]]:
         return "" if value is None else ("true" if value else "false")
 
     def moment(value: datetime | None) -> str:
-        return "" if value is None else value.astimezone(tz).isoformat()
+        return "" if value is None else value.astimezone(tz).isoformat(timespec="microseconds")
 
     def day(value: date | None) -> str:
         return "" if value is None else value.isoformat()
@@ -100,6 +105,44 @@ def csv_write(tables: Sequence[Table], path: Path, *, on_row: Callable[[int], No
                 if written % every == 0:
                     on_row(written)
     return written
+
+
+def csv_copy_write(
+    *,
+    columns: Sequence[Column],
+    select: tuple[str, Sequence[Any]],
+    path: Path,
+    on_row: Callable[[int], None],
+) -> int:
+    """PostgreSQL: write one table from `COPY (select) TO STDOUT` (CSV), the cells already
+    formatted by the SELECT (see selectors.contacts_csv_select). The server formats and
+    quotes; Python only moves blocks, so this runs near the speed of a raw COPY. Lines end
+    with LF (COPY's own), fields holding a line break are quoted. Returns the row count;
+    `on_row(n)` is called after each block received (n counts line ends so far, an
+    estimate when fields hold line breaks).
+
+    The COPY runs on a connection of its own, in autocommit: `on_row` may write (a job's
+    progress, which also notices a cancel) on the thread's usual connection while the
+    COPY holds this one, and no transaction stays open for the length of the export."""
+    sql, params = select
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([cell_escape(c.name) for c in columns])
+    seen = 0
+    own = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with path.open("wb") as out, own.cursor() as cursor:
+            # Times are formatted by the server, in its session time zone: make it ours.
+            cursor.execute("SELECT set_config('TimeZone', %s, false)", [settings.TIME_ZONE])
+            out.write(header.getvalue().encode())
+            with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+                for block in copy:
+                    data = bytes(block)
+                    out.write(data)
+                    seen += data.count(b"\n")
+                    on_row(seen)
+            return cursor.rowcount
+    finally:
+        own.close()
 
 
 def _sheet_name(title: str, part: int) -> str:

@@ -8,7 +8,7 @@ import io
 import json
 import re
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy
@@ -23,7 +23,7 @@ from notifications.models import Contact
 from reports import selectors, services, writers
 from tests.reportdata import DAY, MIDNIGHT
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _make(params: dict, owner_id=None, progress=lambda *a: None) -> services.Made:
@@ -97,7 +97,7 @@ def test_job_stats_csv_matches_the_database(jobs_of_a_day, user):
     hours = {row[0]: int(row[1]) for row in sections["throughput"][1:]}
     assert len(hours) == 24  # every hour of the day, zeros included
     assert {h: n for h, n in hours.items() if n} == {
-        hour.isoformat(): n for hour, n in want["hours"].items()
+        hour.isoformat(timespec="microseconds"): n for hour, n in want["hours"].items()
     }
     summary = dict(sections["summary"][1:])
     assert summary["scope"] == "own jobs"
@@ -203,7 +203,8 @@ def test_contacts_export_csv_applies_filters_and_escapes_formulas(contacts):
     assert json.loads(ann["attributes"]) == {"plan": "gold", "n": 3}
     assert ann["subscribed"] == "true"
     assert ann["unsubscribed_at"] == ""
-    assert ann["created_at"] == Contact.objects.get(email="ann@example.com").created_at.isoformat()
+    created = Contact.objects.get(email="ann@example.com").created_at
+    assert ann["created_at"] == created.isoformat(timespec="microseconds")
     assert by_email["cy@example.com"]["first_name"] == "'@SUM(A1)"
     assert by_email["cy@example.com"]["last_name"] == "'\tTab"
     assert by_email["di@example.com"]["first_name"] == "'\rCR"
@@ -273,6 +274,58 @@ def test_a_run_stopped_half_way_stores_nothing(contacts, settings):
     assert not StoredFile.objects.exists()
     for job in Job.objects.filter(kind="report"):
         assert not Path(default_storage.path(f"reports/{job.id}")).exists()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_the_postgresql_copy_path_writes_what_the_python_path_writes(
+    contacts, tmp_path, settings, zone
+):
+    settings.TIME_ZONE = zone
+    Contact.objects.create(
+        email="quote@example.com", first_name='Say "hi"', last_name="two\nlines",
+        phone=",comma", country="", attributes={"note": 'a,b\n"c"'},
+    )  # fmt: skip
+    Contact.objects.filter(email="ann@example.com").update(
+        unsubscribed_at=datetime(2026, 7, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    )
+    table = services.contacts_table({})
+    select = selectors.contacts_csv_select(selectors.contacts_filtered({}))
+
+    by_python = writers.csv_write([table], tmp_path / "p.csv", on_row=lambda n: None)
+    by_copy = writers.csv_copy_write(
+        columns=table.columns, select=select, path=tmp_path / "c.csv", on_row=lambda n: None
+    )
+
+    def parsed(name):
+        with (tmp_path / name).open(encoding="utf-8", newline="") as text:
+            return list(csv.reader(text))
+
+    assert by_python == by_copy == 6
+    assert parsed("c.csv") == parsed("p.csv")
+    rows = {row[0]: row for row in parsed("c.csv")}
+    assert rows["quote@example.com"][1:4] == ['Say "hi"', "two\nlines", ",comma"]
+    offset = {"UTC": "+00:00", "America/New_York": "-04:00", "Asia/Kolkata": "+05:30"}[zone]
+    assert rows["ann@example.com"][6].endswith(f".123456{offset}")
+
+
+def test_a_copy_cancelled_after_its_first_block_stops_and_leaves_a_usable_connection():
+    Contact.objects.bulk_create(
+        Contact(email=f"user{i:06d}@example.com", first_name="x" * 50, country="GB")
+        for i in range(40_000)
+    )
+    blocks = []
+
+    def progress(current, total, message):
+        if current:
+            blocks.append(current)
+            raise JobCancelled("cancelled")
+
+    with pytest.raises(JobCancelled):
+        _make({"type": "contacts_export", "format": "csv", "filters": {}}, progress=progress)
+
+    assert 0 < blocks[0] < 40_000  # stopped inside the COPY, not after it
+    assert Contact.objects.count() == 40_000  # the connection answers again
+    assert not StoredFile.objects.exists()
 
 
 def test_formula_escaping_of_every_leading_character():
