@@ -7,9 +7,11 @@ other:
 - csv anchor: raw psycopg `COPY (SELECT … ORDER BY email) TO STDOUT (FORMAT csv, HEADER)`
   of the export's columns, written to a file: PostgreSQL formats, Python only copies bytes;
 - csv Offload: `reports.services.report_make` for a contacts_export CSV, as the `report`
-  kind runs it: count, server-side cursor, formula escaping of every text cell (every
-  phone number here starts with `+`), write to a temporary file, store it (hash and copy
-  into Django's storage) and record the StoredFile;
+  kind runs it: count, then `COPY (SELECT …) TO STDOUT` on its own connection with every
+  cell formatted by the server (formula escaping of every text cell: every phone number
+  here starts with `+`; ISO times in the configured time zone), written to a temporary
+  file, then stored (hashed and copied into Django's storage) and recorded as a
+  StoredFile;
 - xlsx anchor: the same rows from a raw psycopg server-side cursor written with XlsxWriter
   (constant_memory) through `worksheet.write_row`, untyped conversion left to XlsxWriter;
 - xlsx Offload: `report_make` for a contacts_export XLSX (typed cells, time zone
@@ -17,7 +19,7 @@ other:
 Time is wall time of the work in the child; peak RSS is the child's VmHWM at the end, shown
 with its VmHWM just before the work started (interpreter, Django and libraries loaded).
 
-    python bench/reports_export.py [--rows 1000000] [--only csv,xlsx]
+    python bench/reports_export.py [--rows 100000,1000000] [--only csv,xlsx]
 """
 
 import argparse
@@ -147,9 +149,29 @@ def measure(what: str, folder: Path, media: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def size_run(rows: int, formats: list[str]) -> dict:
+    load_seconds = contacts_load(rows)
+    print(f"loaded {rows} contacts by COPY in {load_seconds:.1f} s", flush=True)
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-reports-") as tmp:
+        for fmt in formats:
+            for side in ("anchor", "offload"):
+                folder = Path(tmp) / f"{fmt}-{side}"
+                folder.mkdir()
+                runs[f"{fmt}_{side}"] = measure(f"{fmt}-{side}", folder, Path(tmp) / "media")
+                print(f"  {fmt} {side}: {runs[f'{fmt}_{side}']}", flush=True)
+    ratios = {}
+    for fmt in formats:
+        anchor, offload = runs[f"{fmt}_anchor"], runs[f"{fmt}_offload"]
+        if anchor["rows"] != offload["rows"] or offload["rows"] != rows:
+            raise RuntimeError(f"{fmt}: anchor wrote {anchor['rows']}, Offload {offload['rows']}")
+        ratios[fmt] = round(offload["rows_per_s"] / anchor["rows_per_s"], 3)
+    return {"rows": rows, "load_seconds": round(load_seconds, 1), "runs": runs, "ratios": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
     parser.add_argument("--only", default="csv,xlsx", help="formats to measure")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -160,39 +182,30 @@ def main() -> None:
         print(json.dumps(_child(args.child, Path(args.folder))))
         return
 
+    formats = args.only.split(",")
     database_prepare()
-    load_seconds = contacts_load(args.rows)
-    print(f"loaded {args.rows} contacts by COPY in {load_seconds:.1f} s")
-    runs = {}
-    with tempfile.TemporaryDirectory(prefix="bench-reports-") as tmp:
-        for fmt in args.only.split(","):
-            for side in ("anchor", "offload"):
-                folder = Path(tmp) / f"{fmt}-{side}"
-                folder.mkdir()
-                runs[f"{fmt}_{side}"] = measure(f"{fmt}-{side}", folder, Path(tmp) / "media")
-                print(f"{fmt} {side}: {runs[f'{fmt}_{side}']}", flush=True)
-    print(f"Contacts export, {args.rows} rows, PostgreSQL {DATABASE_URL.rsplit('/', 1)[-1]}, "
+    sizes = [size_run(int(rows), formats) for rows in args.rows.split(",")]
+    print(f"Contacts export, PostgreSQL {DATABASE_URL.rsplit('/', 1)[-1]}, "
           f"{os.cpu_count()} cores; each run in its own process")  # fmt: skip
-    print(f"{'run':<14}{'rows':>10}{'MB':>8}{'seconds':>9}{'rows/s':>10}{'RSS before':>12}"
-          f"{'peak':>10}")  # fmt: skip
-    for name, run in runs.items():
-        print(f"{name:<14}{run['rows']:>10}{run['bytes'] / 1e6:>8.1f}{run['seconds']:>9.2f}"
-              f"{run['rows_per_s']:>10}{run['rss_before_mib']:>8.1f} MiB"
-              f"{run['rss_peak_mib']:>6.1f} MiB")  # fmt: skip
-    ratios = {}
-    for fmt in args.only.split(","):
-        anchor, offload = runs[f"{fmt}_anchor"], runs[f"{fmt}_offload"]
-        if anchor["rows"] != offload["rows"]:
-            raise RuntimeError(f"{fmt}: anchor wrote {anchor['rows']}, Offload {offload['rows']}")
-        ratios[fmt] = round(offload["rows_per_s"] / anchor["rows_per_s"], 3)
-        growth = offload["rss_peak_mib"] - offload["rss_before_mib"]
-        print(f"{fmt}: Offload runs at {ratios[fmt]:.2f}x its anchor's rows/s; its peak RSS "
-              f"grew {growth:.1f} MiB over the process's start")  # fmt: skip
-    path = results_write(
-        "reports_export",
-        {"rows": args.rows, "load_seconds": round(load_seconds, 1), "runs": runs,
-         "ratios": ratios},
-    )  # fmt: skip
+    print(f"{'rows':>9} {'run':<14}{'MB':>8}{'seconds':>9}{'rows/s':>10}{'ratio':>7}"
+          f"{'RSS before':>12}{'peak':>10}")  # fmt: skip
+    for size in sizes:
+        for name, run in size["runs"].items():
+            fmt, side = name.split("_")
+            ratio = f"{size['ratios'][fmt]:.2f}" if side == "offload" else ""
+            print(f"{size['rows']:>9} {name:<14}{run['bytes'] / 1e6:>8.1f}{run['seconds']:>9.2f}"
+                  f"{run['rows_per_s']:>10}{ratio:>7}{run['rss_before_mib']:>8.1f} MiB"
+                  f"{run['rss_peak_mib']:>6.1f} MiB")  # fmt: skip
+    print("ratio: Offload's rows/s over its anchor's (csv: raw COPY TO STDOUT; xlsx: a raw "
+          "XlsxWriter loop over the same rows)")  # fmt: skip
+    for fmt in formats:
+        growth = [
+            round(s["runs"][f"{fmt}_offload"]["rss_peak_mib"]
+                  - s["runs"][f"{fmt}_offload"]["rss_before_mib"], 1)
+            for s in sizes
+        ]  # fmt: skip
+        print(f"{fmt}: peak RSS growth over the process's start, MiB, per size: {growth}")
+    path = results_write("reports_export", {"sizes": sizes})
     print(f"written {path}")
 
 

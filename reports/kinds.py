@@ -22,7 +22,7 @@ from jobs.registry import RetryPolicy, job_kind
 from jobs.runtime import JobRun
 from jobs.schedules.defaults import schedule_default
 from reports import daily, services
-from reports.params import ReportParams
+from reports.params import DAY_OUT_OF_RANGE, EARLIEST, LATEST, ReportParams
 
 
 @job_kind(
@@ -49,6 +49,11 @@ class DailyReportParams(serializers.Serializer):
         required=False,
         help_text="The day to report (YYYY-MM-DD); default: yesterday in DJANGO_TIME_ZONE.",
     )
+
+    def validate_date(self, value: date) -> date:
+        if not EARLIEST <= value <= LATEST:
+            raise serializers.ValidationError(DAY_OUT_OF_RANGE)
+        return value
 
 
 @job_kind(

@@ -24,6 +24,9 @@ FILTER_COUNTRIES_MAX = 300
 FILTER_ATTRIBUTES_MAX = 20
 ATTRIBUTE_KEY_MAX = 100
 ATTRIBUTE_VALUE_MAX = 200
+# Jobs carry times since 1970; the far end keeps "the day after `end`" a valid date.
+EARLIEST, LATEST = date(1970, 1, 1), date(9998, 12, 31)
+DAY_OUT_OF_RANGE = f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
 
 
 class StrictSerializer(serializers.Serializer):
@@ -151,7 +154,11 @@ class ReportParams(serializers.Serializer):
 
 
 def range_check(*, start: date, end: date) -> None:
-    """Raise a ValidationError for an inverted or too long range (both days inclusive)."""
+    """Raise a ValidationError for an inverted or too long range (both days inclusive),
+    or one outside the days a report can cover."""
+    for name, day in (("start", start), ("end", end)):
+        if not EARLIEST <= day <= LATEST:
+            raise serializers.ValidationError({name: [DAY_OUT_OF_RANGE]})
     if end < start:
         raise serializers.ValidationError(
             {"end": [f"end {end.isoformat()} is before start {start.isoformat()}"]}

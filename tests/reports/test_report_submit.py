@@ -38,6 +38,8 @@ def nothing_recorded():
         ({k: v for k, v in STATS.items() if k != "end"}, "end", "required for job_stats"),
         ({**STATS, "filters": {"country": ["GB"]}}, "filters", "takes no filters"),
         ({**STATS, "start": ["2026-03-01"]}, "start", "Date has wrong format"),
+        ({**STATS, "start": "9999-12-31", "end": "9999-12-31"}, "start", "between 1970-01-01"),
+        ({**STATS, "start": "1969-12-31", "end": "1970-01-01"}, "start", "between 1970-01-01"),
     ],
 )
 def test_bad_job_stats_params_are_a_400_naming_the_field(api, params, field, says):
@@ -121,6 +123,15 @@ def test_unknown_params_are_named(api):
 
     assert response.status_code == 400
     assert "owner" in response.json()["error"]["fields"]["params"]
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "1900-01-01", "2026-02-30", "today", 20260310])
+def test_a_bad_daily_report_date_is_a_400(staff_api, day):
+    body = json.dumps({"kind": "report.daily", "params": {"date": day}})
+    response = staff_api.post("/api/v1/jobs", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "date" in response.json()["error"]["fields"]["params"]
 
 
 def test_a_user_may_not_submit_the_daily_report(api):
