@@ -108,3 +108,25 @@ def test_the_daily_report_runs_on_the_worker(worker, staff_api):
     assert "every user's jobs" in " ".join(
         PdfReader(io.BytesIO(data)).pages[0].extract_text().split()
     )
+
+
+@pytest.mark.usefixtures("jobs_of_a_day")
+def test_the_daily_report_emails_staff_through_the_worker(worker, staff_api, django_user_model):
+    from jobs.registry import kinds_all
+
+    if not any(kind.name == "email" for kind in kinds_all()):
+        pytest.skip(
+            "the `email` kind (notifications) is not registered in this build; the daily "
+            "report submits its email through it"
+        )
+    django_user_model.objects.create_user(username="ops", email="ops@example.com", is_staff=True)
+
+    job = _run(staff_api, "report.daily", {"date": DAY.isoformat()})
+
+    assert job.result["emailed_to"] == ["ops@example.com"]
+    email = Job.objects.get(id=job.result["email_job"])
+    assert email.kind == "email"
+    assert email.params["template"] == "daily_report"
+    assert email.params["to"] == ["ops@example.com"]
+    assert email.params["context"]["date"] == DAY.isoformat()
+    assert email.params["attachments"] == [job.result["file"]]

@@ -131,3 +131,29 @@ def test_the_schedule_default_is_written_by_setup_periodic_tasks():
     assert json.loads(task.kwargs) == {}
     assert (task.crontab.minute, task.crontab.hour) == ("15", "0")
     assert task.expire_seconds == 6 * 3600
+
+
+def test_old_report_files_are_deleted_by_the_cleanup_kind(settings, jobs_of_a_day):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.kinds.cleanup import cleanup_run
+
+    settings.OFFLOAD_RETENTION_FILES_DAYS = 30
+    old = daily.daily_report_make(
+        job_id=Job.objects.create(kind="report.daily").id, day=DAY, progress=lambda *a: None
+    )
+    young = daily.daily_report_make(
+        job_id=Job.objects.create(kind="report.daily").id, day=DAY, progress=lambda *a: None
+    )
+    StoredFile.objects.filter(id=old.stored.id).update(
+        updated_at=timezone.now() - timedelta(days=31)
+    )
+
+    result = cleanup_run(categories=["job_files"])
+
+    assert result["categories"]["job_files"]["deleted"] == 1
+    assert list(StoredFile.objects.values_list("id", flat=True)) == [young.stored.id]
+    assert not default_storage.exists(old.stored.storage_name)
+    assert default_storage.exists(young.stored.storage_name)
