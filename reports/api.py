@@ -41,8 +41,15 @@ class ReportDownloadView(APIView):
     def get(self, request: Request, token: str) -> FileResponse:
         """Download a report through the signed link in its job's result."""
         stored = links.link_resolve(token=token, user=request.user)
+        try:
+            content = default_storage.open(stored.storage_name, "rb")
+        except FileNotFoundError:
+            raise links.LinkGone(
+                f"Report file {stored.id} is no longer in storage. Run the report again.",
+                code="file_deleted",
+            ) from None
         response = FileResponse(
-            default_storage.open(stored.storage_name, "rb"),
+            content,
             content_type=stored.content_type,
             as_attachment=True,
             filename=stored.original_name or None,

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from django.core import signing
+from django.core.files.storage import default_storage
 from rest_framework.test import APIClient
 
 from jobs.models import Job, StoredFile
@@ -67,9 +68,10 @@ def test_another_user_is_refused(other_api, report):
 
 
 def test_no_login_is_a_401(report):
-    response = APIClient().get(report["url"])
+    anonymous = APIClient()
 
-    assert response.status_code == 401
+    assert anonymous.get(report["url"]).status_code == 401
+    assert anonymous.post(f"/api/v1/reports/files/{report['file']}/link").status_code == 401
 
 
 def test_an_expired_link_is_gone(api, report):
@@ -111,6 +113,8 @@ def _tampered_tokens(report) -> list[str]:
         signing.dumps({"f": report["file"], "e": 2**40}, salt=links.SALT, key="not-the-key"),
         "garbage",
         token[:-10],
+        "x" * 10_000,
+        f"{token}:{signature}",
     ]
 
 
@@ -126,6 +130,15 @@ def test_a_tampered_signature_is_refused(api, report):
 
 def test_a_deleted_file_is_gone(api, report):
     _stored(report).delete()
+
+    response = api.get(report["url"])
+
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "file_deleted"
+
+
+def test_a_file_gone_from_storage_is_gone(api, report):
+    default_storage.delete(_stored(report).storage_name)
 
     response = api.get(report["url"])
 
