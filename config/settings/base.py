@@ -258,6 +258,11 @@ OFFLOAD_CSV_MAX_LINE_BYTES = env.int("OFFLOAD_CSV_MAX_LINE_BYTES", default=1024 
 # Days uploads and job-made files are kept before the cleanup kind deletes them.
 OFFLOAD_RETENTION_UPLOADS_DAYS = env.int("OFFLOAD_RETENTION_UPLOADS_DAYS", default=30)
 OFFLOAD_RETENTION_FILES_DAYS = env.int("OFFLOAD_RETENTION_FILES_DAYS", default=30)
+# Reports: the longest date range one report may cover (days), how long a signed download
+# link stays valid (seconds), and rows read per round trip while exporting.
+OFFLOAD_REPORT_MAX_RANGE_DAYS = env.int("OFFLOAD_REPORT_MAX_RANGE_DAYS", default=366)
+OFFLOAD_REPORT_LINK_TTL_SECONDS = env.int("OFFLOAD_REPORT_LINK_TTL_SECONDS", default=24 * 3600)
+OFFLOAD_REPORT_CHUNK_ROWS = env.int("OFFLOAD_REPORT_CHUNK_ROWS", default=5000)
 
 # Where job events go: "amqp" (the offload.events exchange) or "none".
 OFFLOAD_EVENTS_BACKEND = env("OFFLOAD_EVENTS_BACKEND", default="amqp" if BROKER_IS_AMQP else "none")
