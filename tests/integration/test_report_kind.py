@@ -12,7 +12,8 @@ from pypdf import PdfReader
 from jobs.models import Job
 from notifications.models import Contact
 from tests.reportdata import DAY, contacts, jobs_of_a_day  # noqa: F401  (fixtures)
-from tests.support import wait_for
+from tests.smtp import SmtpServer
+from tests.support import Worker, process_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -110,23 +111,35 @@ def test_the_daily_report_runs_on_the_worker(worker, staff_api):
     )
 
 
-@pytest.mark.usefixtures("jobs_of_a_day")
-def test_the_daily_report_emails_staff_through_the_worker(worker, staff_api, django_user_model):
-    from jobs.registry import kinds_all
-
-    if not any(kind.name == "email" for kind in kinds_all()):
-        pytest.skip(
-            "the `email` kind (notifications) is not registered in this build; the daily "
-            "report submits its email through it"
-        )
+@pytest.mark.usefixtures("jobs_of_a_day", "worker_paused")
+def test_the_daily_report_emails_staff_through_the_worker(staff_api, django_user_model, log_dir):
+    """The PDF reaches a real SMTP server (aiosmtpd) as an attachment of the email job the
+    report submits, run by a worker whose email backend is that server."""
     django_user_model.objects.create_user(username="ops", email="ops@example.com", is_staff=True)
+    smtp = SmtpServer().start()
+    mailer = Worker(
+        log_dir=log_dir, env=process_env(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port))
+    ).start()
+    try:
+        job = _run(staff_api, "report.daily", {"date": DAY.isoformat()})
+        assert job.result["emailed_to"] == ["ops@example.com"]
+        email = Job.objects.get(id=job.result["email_job"])
+        assert email.kind == "email"
+        assert email.params["template"] == "daily_report"
+        assert email.params["attachments"] == [job.result["file"]]
+        received = wait_for(lambda: smtp.messages("ops@example.com"), timeout=60, what="the mail")
+    finally:
+        mailer.stop()
+        smtp.stop()
 
-    job = _run(staff_api, "report.daily", {"date": DAY.isoformat()})
-
-    assert job.result["emailed_to"] == ["ops@example.com"]
-    email = Job.objects.get(id=job.result["email_job"])
-    assert email.kind == "email"
-    assert email.params["template"] == "daily_report"
-    assert email.params["to"] == ["ops@example.com"]
-    assert email.params["context"]["date"] == DAY.isoformat()
-    assert email.params["attachments"] == [job.result["file"]]
+    assert len(received) == 1
+    message = received[0].parsed()
+    assert DAY.isoformat() in message["Subject"]
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_content() == _download(staff_api, job)
+    wait_for(
+        lambda: Job.objects.filter(id=email.id, status="succeeded").exists(),
+        timeout=30,
+        what="the email job to succeed",
+    )

@@ -12,20 +12,10 @@ from django_celery_beat.models import PeriodicTask
 from pypdf import PdfReader
 
 from jobs.models import FilePurpose, Job, StoredFile
-from jobs.registry import kinds_all
 from reports import daily
 from tests.reportdata import DAY
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-EMAIL_KIND_MISSING = (
-    "the `email` kind (notifications) is not registered in this build; the daily report "
-    "submits its email through it"
-)
-
-
-def email_kind_registered() -> bool:
-    return any(kind.name == daily.EMAIL_KIND for kind in kinds_all())
 
 
 @pytest.fixture
@@ -103,8 +93,6 @@ def test_the_email_params(jobs_of_a_day):
 
 
 def test_the_email_job_is_submitted_once_per_run(jobs_of_a_day, staff_with_email):
-    if not email_kind_registered():
-        pytest.skip(EMAIL_KIND_MISSING)
     job = Job.objects.create(kind="report.daily")
 
     first = daily.daily_report_run(job_id=job.id, day=DAY, progress=lambda *a: None)
