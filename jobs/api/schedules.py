@@ -4,7 +4,7 @@ jobs/schedules/services.py; the admin offers the same with its forms)."""
 import json
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from jobs.api.serializers import ErrorSerializer, StrictSerializer
 from jobs.errors import NotFound, PermissionDenied
 from jobs.models import OverlapPolicy, ScheduleSlot
-from jobs.registry import kind_for_task
+from jobs.registry import StrictBooleanField, kind_for_task
 from jobs.schedules import selectors, services
 
 
@@ -34,7 +34,7 @@ class ScheduleCreateSerializer(StrictSerializer):
     crontab = CrontabSerializer(required=False)
     clocked_at = serializers.DateTimeField(required=False)
     overlap = serializers.ChoiceField(choices=OverlapPolicy.values, default=OverlapPolicy.SKIP)
-    enabled = serializers.BooleanField(default=True)
+    enabled = StrictBooleanField(default=True)
     expire_seconds = serializers.IntegerField(required=False, min_value=1, allow_null=True)
     description = serializers.CharField(required=False, default="", allow_blank=True)
 
@@ -95,8 +95,20 @@ def _staff(request: Request) -> None:
         raise PermissionDenied("Only staff may read or change schedules.")
 
 
+STAFF_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
+    403: OpenApiResponse(ErrorSerializer, description="Not staff"),
+}
+
+
 class ScheduleListView(APIView):
-    @extend_schema(operation_id="schedules_list", responses={200: ScheduleSerializer(many=True)})
+    @extend_schema(
+        operation_id="schedules_list",
+        responses={
+            200: inline_serializer("ScheduleList", {"schedules": ScheduleSerializer(many=True)}),
+            **STAFF_ERRORS,
+        },
+    )
     def get(self, request: Request) -> Response:
         _staff(request)
         tasks = selectors.schedules_list()
@@ -108,8 +120,8 @@ class ScheduleListView(APIView):
         responses={
             201: ScheduleSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Invalid schedule"),
-            403: ErrorSerializer,
             409: ErrorSerializer,
+            **STAFF_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:
@@ -128,11 +140,17 @@ class ScheduleDetailView(APIView):
             raise NotFound(f"No schedule named {name[:200]!r}.")
         return task
 
-    @extend_schema(operation_id="schedules_get", responses={200: ScheduleSerializer})
+    @extend_schema(
+        operation_id="schedules_get",
+        responses={200: ScheduleSerializer, 404: ErrorSerializer, **STAFF_ERRORS},
+    )
     def get(self, request: Request, name: str) -> Response:
         return Response(ScheduleSerializer(self._get(request, name)).data)
 
-    @extend_schema(operation_id="schedules_delete", responses={204: None})
+    @extend_schema(
+        operation_id="schedules_delete",
+        responses={204: None, 404: ErrorSerializer, **STAFF_ERRORS},
+    )
     def delete(self, request: Request, name: str) -> Response:
         services.schedule_delete(task=self._get(request, name))
         return Response(status=204)

@@ -16,10 +16,18 @@ from rest_framework import serializers
 
 from jobs.registry import Kind, kinds_all
 
+URL_HELP = "An http(s) URL on a public address; private, loopback and link-local hosts are refused."
+# What a webhook URL must look like; the address checks happen on top of it.
+URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]+([/?#][!-~]*)?$"
+
+
+def _component_name(kind: Kind) -> str:
+    return "".join(part.capitalize() for part in kind.name.replace("_", ".").split(".")) + "Submit"
+
 
 def _kind_component(kind: Kind) -> type[serializers.Serializer]:
     required = any(field.required for field in kind.params().fields.values())
-    name = "".join(part.capitalize() for part in kind.name.replace("_", ".").split(".")) + "Submit"
+    name = _component_name(kind)
     return type(
         name,
         (serializers.Serializer,),
@@ -28,7 +36,10 @@ def _kind_component(kind: Kind) -> type[serializers.Serializer]:
             "kind": serializers.ChoiceField(choices=[kind.name]),
             "params": kind.params(required=required),
             "priority": serializers.IntegerField(min_value=0, max_value=9, required=False),
-            "callback_url": serializers.URLField(max_length=2000, required=False),
+            # Empty means none, as the submit serializer accepts it.
+            "callback_url": serializers.CharField(
+                max_length=2000, required=False, allow_blank=True, help_text=URL_HELP
+            ),
         },
     )
 
@@ -64,12 +75,63 @@ def _strict_requests(schemas: dict[str, Any]) -> None:
             schema["additionalProperties"] = False
 
 
+def _staff_kinds_hide(schemas: dict[str, Any], request: Any) -> None:
+    """A user who is not staff reads a schema without the kinds only staff may submit."""
+    user = getattr(request, "user", None)
+    if request is None or (user is not None and user.is_staff):
+        return
+    submit = schemas.get("JobSubmitRequest")
+    if submit is None:
+        return
+    for kind in kinds_all():
+        if not kind.staff_only:
+            continue
+        name = _component_name(kind)
+        ref = f"#/components/schemas/{name}Request"
+        submit["oneOf"] = [one for one in submit["oneOf"] if one.get("$ref") != ref]
+        submit.get("discriminator", {}).get("mapping", {}).pop(kind.name, None)
+        schemas.pop(f"{name}Request", None)
+        schemas.pop(f"{name}KindEnum", None)
+
+
+def _url_patterns(schemas: dict[str, Any]) -> None:
+    for name in ("EndpointWriteRequest", "PatchedEndpointWriteRequest"):
+        url = schemas.get(name, {}).get("properties", {}).get("url")
+        if url is not None:
+            url.update(pattern=URL_PATTERN, description=URL_HELP)
+    for name, schema in schemas.items():
+        callback = schema.get("properties", {}).get("callback_url")
+        if name.endswith("SubmitRequest") and callback is not None:
+            callback["pattern"] = f"^$|{URL_PATTERN}"
+
+
+UNAVAILABLE = {
+    "description": "The database or the broker is unavailable; retry after `Retry-After`.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _unavailable_documented(result: dict[str, Any]) -> None:
+    """Any API operation answers 503 while PostgreSQL or RabbitMQ refuses connections."""
+    if "Error" not in result.get("components", {}).get("schemas", {}):
+        return
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["responses"].setdefault("503", UNAVAILABLE)
+
+
 def postprocess(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS)."""
     schemas = result.get("components", {}).get("schemas", {})
     _strict_requests(schemas)
+    _staff_kinds_hide(schemas, request)
+    _url_patterns(schemas)
+    _unavailable_documented(result)
     bulk = schemas.get("JobBulkSubmitRequest", {}).get("properties", {}).get("jobs")
     if bulk is not None:
         bulk.update(minItems=1, maxItems=settings.OFFLOAD_BULK_MAX)
