@@ -123,6 +123,27 @@ def _unavailable_documented(result: dict[str, Any]) -> None:
                 operation["responses"].setdefault("503", UNAVAILABLE)
 
 
+def _either_or(schemas: dict[str, Any]) -> None:
+    """Choices between fields that a serializer's `validate` makes and drf-spectacular cannot
+    see: a requeue names ids or a kind; a schedule has exactly one of its three timings."""
+    requeue = schemas.get("JobRequeueRequest")
+    if requeue is not None:
+        requeue["anyOf"] = [
+            {"required": ["kind"]},
+            {"required": ["ids"], "properties": {"ids": {"minItems": 1}}},
+        ]
+    schedule = schemas.get("ScheduleCreateRequest")
+    if schedule is not None:
+        # oneOf: exactly one subschema matches, so exactly one timing is given.
+        timings = ("interval_seconds", "crontab", "clocked_at")
+        schedule["oneOf"] = [{"required": [timing]} for timing in timings]
+        schedule["properties"]["params"] = {"type": "object", "additionalProperties": True}
+        schedule["properties"]["kind"] = {
+            "type": "string",
+            "enum": sorted(k.name for k in kinds_all()),
+        }
+
+
 def postprocess(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
@@ -132,6 +153,7 @@ def postprocess(
     _staff_kinds_hide(schemas, request)
     _url_patterns(schemas)
     _unavailable_documented(result)
+    _either_or(schemas)
     bulk = schemas.get("JobBulkSubmitRequest", {}).get("properties", {}).get("jobs")
     if bulk is not None:
         bulk.update(minItems=1, maxItems=settings.OFFLOAD_BULK_MAX)

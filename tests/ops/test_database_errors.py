@@ -99,3 +99,37 @@ def test_database_refusal_is_a_503_with_a_clear_message(case, scratch, log_dir):
     log = web.log_path.read_text()
     assert "database unavailable" in log
     assert "Internal Server Error" not in log
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pooled_web_process_holds_at_most_its_pool_size(log_dir, user):
+    """DATABASE_POOL_MAX_SIZE=2: thirty concurrent requests are served over two connections."""
+    import concurrent.futures
+
+    from tests.conftest import token_for
+    from tests.support import database_url
+
+    name = f"offload-pool-{uuid.uuid4().hex[:8]}"
+    env = process_env(
+        DATABASE_URL=f"{database_url()}?application_name={name}",
+        DATABASE_POOL_MAX_SIZE="2",
+        DATABASE_POOL_TIMEOUT="20",
+    )
+    headers = {"Authorization": f"Token {token_for(user)}"}
+    web = WebServer(log_dir=log_dir, env=env).start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: httpx.get(f"{web.url}/api/v1/jobs", headers=headers, timeout=60),
+                    range(30),
+                )
+            )
+        with psycopg.connect(admin_dsn()) as admin:
+            held = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name]
+            ).fetchone()[0]
+    finally:
+        web.stop()
+    assert [a.status_code for a in answers] == [200] * 30
+    assert 1 <= held <= 2

@@ -24,16 +24,27 @@ UNITS = {
 }
 
 
-def procfile() -> dict[str, list[str]]:
+def procfile_lines() -> dict[str, tuple[dict[str, str], list[str]]]:
+    """Each process type's environment (`env K=V ...` in front) and command, with
+    ${VAR:-default} expanded as a shell would with nothing set."""
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, _, command = line.partition(":")
-        # ${VAR:-default} as a shell would expand it with nothing set.
-        command = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", command)
-        commands[name.strip()] = shlex.split(command)
+        args = shlex.split(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", command))
+        env = {}
+        if args[0] == "env":
+            args.pop(0)
+            while "=" in args[0]:
+                key, _, value = args.pop(0).partition("=")
+                env[key] = value
+        commands[name.strip()] = (env, args)
     return commands
+
+
+def procfile() -> dict[str, list[str]]:
+    return {name: args for name, (_, args) in procfile_lines().items()}
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -65,8 +76,14 @@ def test_web_is_gunicorn_with_uvicorn_workers_and_loads_the_app():
     assert args[0] == "gunicorn"
     assert option(args, "-k", "--worker-class") == "uvicorn_worker.UvicornWorker"
 
-    # --check-config imports the worker class and loads the ASGI application, then exits.
-    checked = run([*args, "--check-config"])
+    # The web pools its database connections; nothing else does (prefork workers must not).
+    env = procfile_lines()["web"][0]
+    assert int(env["DATABASE_POOL_MAX_SIZE"]) > 0
+    assert all(not procfile_lines()[name][0] for name in PROCESS_TYPES - {"web"})
+
+    # --check-config imports the worker class and loads the ASGI application (with the pool
+    # configured), then exits.
+    checked = run([*args, "--check-config"], **env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     broken = run(["gunicorn", "config.asgi:nothing_here", "-k", args[args.index("-k") + 1],
