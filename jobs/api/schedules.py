@@ -16,6 +16,9 @@ from jobs.models import OverlapPolicy, ScheduleSlot
 from jobs.registry import StrictBooleanField, kind_for_task
 from jobs.schedules import selectors, services
 
+# django-celery-beat stores both in integer columns; larger values were a database error.
+INT_MAX = 2**31 - 1
+
 
 class CrontabSerializer(StrictSerializer):
     minute = serializers.CharField(max_length=240, default="*")
@@ -30,12 +33,14 @@ class ScheduleCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     kind = serializers.CharField(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
-    interval_seconds = serializers.IntegerField(required=False, min_value=1)
+    interval_seconds = serializers.IntegerField(required=False, min_value=1, max_value=INT_MAX)
     crontab = CrontabSerializer(required=False)
     clocked_at = serializers.DateTimeField(required=False)
     overlap = serializers.ChoiceField(choices=OverlapPolicy.values, default=OverlapPolicy.SKIP)
     enabled = StrictBooleanField(default=True)
-    expire_seconds = serializers.IntegerField(required=False, min_value=1, allow_null=True)
+    expire_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=INT_MAX, allow_null=True
+    )
     description = serializers.CharField(required=False, default="", allow_blank=True)
 
     def to_spec(self) -> services.ScheduleSpec:

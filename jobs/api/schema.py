@@ -69,10 +69,25 @@ def job_bulk_submit_schema() -> type[serializers.Serializer]:
     )
 
 
+NO_NUL = r"^[^\u0000]*$"
+
+
+def _no_nul(schema: dict[str, Any]) -> None:
+    """DRF's CharField refuses a NUL character in any text; say so on every plain string."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("type") == "string" and not prop.keys() & {"format", "enum", "pattern"}:
+            prop["pattern"] = NO_NUL
+        elif prop.get("type") == "array" and prop.get("items", {}).get("type") == "string":
+            items = prop["items"]
+            if not items.keys() & {"format", "enum", "pattern"}:
+                items["pattern"] = NO_NUL
+
+
 def _strict_requests(schemas: dict[str, Any]) -> None:
     for name, schema in schemas.items():
         if name.endswith("Request") and schema.get("type") == "object":
             schema["additionalProperties"] = False
+            _no_nul(schema)
 
 
 def _staff_kinds_hide(schemas: dict[str, Any], request: Any) -> None:
@@ -144,6 +159,21 @@ def _either_or(schemas: dict[str, Any]) -> None:
         }
 
 
+def _bodies_required(result: dict[str, Any]) -> None:
+    """A body whose schema demands a field (or one of several) cannot be left out."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body is None:
+                continue
+            for content in body.get("content", {}).values():
+                ref = content.get("schema", {}).get("$ref", "")
+                schema = schemas.get(ref.rsplit("/", 1)[-1], {})
+                if schema.get("required") or schema.get("anyOf") or schema.get("oneOf"):
+                    body["required"] = True
+
+
 def postprocess(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
@@ -154,6 +184,7 @@ def postprocess(
     _url_patterns(schemas)
     _unavailable_documented(result)
     _either_or(schemas)
+    _bodies_required(result)
     bulk = schemas.get("JobBulkSubmitRequest", {}).get("properties", {}).get("jobs")
     if bulk is not None:
         bulk.update(minItems=1, maxItems=settings.OFFLOAD_BULK_MAX)

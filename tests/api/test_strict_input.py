@@ -105,3 +105,13 @@ def test_the_schema_lists_only_the_kinds_the_reader_may_submit(api, staff_api):
     assert "reaper" not in mine
     assert "demo.sleep" in mine
     assert staff - mine == {"cleanup", "reaper", "webhook.deliver"}
+
+
+@pytest.mark.parametrize("field", ["interval_seconds", "expire_seconds"])
+def test_a_schedule_number_beyond_its_column_is_a_400(staff_api, field):
+    body = {"name": "huge", "kind": "cleanup", "interval_seconds": 60, field: 2**42}
+
+    response = staff_api.post("/api/v1/schedules", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
