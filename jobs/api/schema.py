@@ -4,7 +4,11 @@ what the API accepts and answers (CI fuzzes the live API against it).
 - A submit body is one of the registered kinds, discriminated by `kind`, each with its own
   params schema (taken from the kind's params serializer).
 - Request bodies refuse unknown fields (StrictSerializer), so their components say
-  `additionalProperties: false`.
+  `additionalProperties: false`; their plain strings refuse NUL, as DRF does.
+- A reader who is not staff sees only the kinds they may submit.
+- URLs have the shape the outbound guard accepts; choices a serializer's `validate` makes
+  (ids or a kind, exactly one schedule timing) are `anyOf`/`oneOf`; such bodies are required.
+- Every operation may answer 503 while the database or the broker refuses connections.
 """
 
 from functools import cache
