@@ -3,9 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from jobs import health
+from jobs.admin_dashboard import dashboard_view
 from notifications.unsubscribe import unsubscribe_view
 
 urlpatterns = [
+    # Staff only: admin_view sends anyone else to the admin login.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="offload-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("jobs.api.urls")),
     path("api/v1/webhooks/", include("notifications.api.urls")),

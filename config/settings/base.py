@@ -93,6 +93,26 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
         DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+
+
+def database_pool(database: dict) -> None:
+    """psycopg's connection pool instead of persistent connections, when
+    DATABASE_POOL_MAX_SIZE > 0. Meant for the ASGI web processes, where each request may run
+    in a thread of its own; never for Celery's prefork workers (a pool's threads do not
+    survive a fork). Each web process holds at most max_size connections; a request that
+    waits longer than DATABASE_POOL_TIMEOUT for one gets a 503."""
+    size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+    if size <= 0 or database["ENGINE"] != "django.db.backends.postgresql":
+        return
+    database["CONN_MAX_AGE"] = 0  # Django refuses pooling with persistent connections
+    database.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=1), size),
+        "max_size": size,
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+    }
+
+
+database_pool(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Internationalisation and static files ----------------------------------------

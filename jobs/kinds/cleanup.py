@@ -27,7 +27,7 @@ from django_celery_results.models import TaskResult
 from rest_framework import serializers
 
 from jobs.models import Job, JobStatus, ScheduleSlot
-from jobs.registry import job_kind
+from jobs.registry import StrictBooleanField, job_kind
 from jobs.retention import RetentionCategory, retention_categories, retention_register
 from jobs.runtime import JobRun
 from jobs.schedules.defaults import schedule_default
@@ -75,7 +75,7 @@ class CleanupParams(serializers.Serializer):
         child=serializers.CharField(max_length=100), required=False, allow_empty=False
     )
     batch_size = serializers.IntegerField(min_value=1, max_value=50_000, required=False)
-    dry_run = serializers.BooleanField(default=False)
+    dry_run = StrictBooleanField(default=False)
 
     def validate_categories(self, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - set(_category_names()))
