@@ -76,6 +76,25 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------
 
+
+def postgres_options(db: dict) -> dict:
+    """Connection settings of a PostgreSQL database (also used by production settings)."""
+    db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    db["CONN_HEALTH_CHECKS"] = True
+    if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
+        db.setdefault("OPTIONS", {})["server_side_binding"] = True
+    if env.bool("DATABASE_POOL", default=False):
+        # psycopg's pool, one per process: under ASGI every request runs its sync code on
+        # a thread of its own, so without a pool each request opens a new connection.
+        db["CONN_MAX_AGE"] = 0
+        db["CONN_HEALTH_CHECKS"] = False
+        db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        }
+    return db
+
+
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'offload.sqlite3'}"),
 }
@@ -89,10 +108,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
-        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    DATABASES["default"] = postgres_options(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Internationalisation and static files ----------------------------------------
