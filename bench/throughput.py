@@ -18,6 +18,7 @@ the publish rate is taken from the same run (workers consume while the loop publ
 """
 
 import argparse
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -134,11 +135,8 @@ def _queue_purge(name: str) -> None:
     import kombu
     from amqp.exceptions import NotFound
 
-    with kombu.Connection(BROKER_URL) as conn:
-        try:
-            conn.channel().queue_purge(name)
-        except NotFound:
-            pass
+    with kombu.Connection(BROKER_URL) as conn, contextlib.suppress(NotFound):
+        conn.channel().queue_purge(name)
 
 
 def run_dramatiq(n: int, concurrency: int, logs: Path) -> dict:

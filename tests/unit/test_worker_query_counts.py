@@ -48,7 +48,8 @@ def test_a_fast_run_is_one_claim_read_and_one_final_write(settings):
     assert seen == [("succeeded", 2)]
     job.refresh_from_db()
     assert (job.status, job.version, job.attempts, job.deliveries) == ("succeeded", 2, 1, 1)
-    assert job.started_at is not None and job.finished_at >= job.started_at
+    assert job.started_at is not None
+    assert job.finished_at >= job.started_at
 
 
 def test_a_run_marked_before_its_body_adds_one_write(settings):
