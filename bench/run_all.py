@@ -127,12 +127,15 @@ def chart_write(ratios: dict[str, float], path: Path, title: str) -> None:
     names = list(ratios)[::-1]
     values = [ratios[name] for name in names]
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(names) + 1.5))
-    colors = ["#2e7d32" if v >= 1.0 else "#c62828" for v in values]
-    ax.barh(names, values, color=colors)
+    # Throughput ratios are better above 1.0, latency ratios below: one neutral colour.
+    ax.barh(names, values, color="#4a6fa5")
     ax.axvline(1.0, color="black", linewidth=1)
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("ratio (1.0 = par with the anchor or budget)")
+    ax.set_xlabel(
+        "ratio: 1.0 = par with the anchor or budget (rates: higher is better, "
+        "delays: lower is better)"
+    )
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
