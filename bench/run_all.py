@@ -8,6 +8,7 @@ own process with a time limit; its output is shown as it comes. Afterwards:
 - bench/results/latest.png: every ratio the benchmarks report (Offload against its anchor
   or budget: 1.0 is par);
 - README.md: the table between the `bench:start` / `bench:end` markers of "Performance".
+With `--only`, the named benchmarks replace their entries in latest.json; the others stay.
 
     python bench/run_all.py [--only throughput,api] [--timeout 1800]
 
@@ -187,6 +188,10 @@ def readme_update(section: str) -> bool:
     return True
 
 
+def _rank(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
@@ -203,6 +208,13 @@ def main() -> None:
     print(f"benchmarks: {', '.join(p.stem for p in scripts)}")
     started = datetime.now(UTC)
     benchmarks = {path.stem: run_one(path, args.timeout) for path in scripts}
+    previous = RESULTS / "latest.json"
+    if args.only and previous.exists():
+        # A partial run replaces its benchmarks' entries and keeps the others.
+        kept = json.loads(previous.read_text()).get("benchmarks", {})
+        benchmarks = {**kept, **benchmarks}
+        order = [p.stem for p in discover()]
+        benchmarks = dict(sorted(benchmarks.items(), key=lambda kv: _rank(order, kv[0])))
     report = {
         "machine": machine(),
         "mode": "quick" if QUICK else "full",
@@ -228,7 +240,7 @@ def main() -> None:
         print(f"  {name:<60}{value:>8.2f}")
     for name, met in budgets.items():
         print(f"  budget {name:<53}{'met' if met else 'MISSED':>8}")
-    if not args.only and readme_update(readme_section(report, ratios, budgets)):
+    if readme_update(readme_section(report, ratios, budgets)):
         print("README.md Performance section updated")
     print("written bench/results/latest.json" + (", bench/results/latest.png" if ratios else ""))
     if any(entry["status"] != "ok" for entry in benchmarks.values()):
