@@ -13,7 +13,8 @@ With `--only`, the named benchmarks replace their entries in latest.json; the ot
     python bench/run_all.py [--only throughput,api] [--timeout 1800]
 
 Environment: BENCH_QUICK=1 (smaller workloads, minutes on 2 cores), BENCH_TIMEOUT (seconds
-per benchmark), BENCH_DATABASE_URL, BENCH_BROKER_URL.
+per benchmark), BENCH_DATABASE_URL, BENCH_BROKER_URL, BENCH_NOTE (a remark on the conditions,
+kept with the results and shown in the README).
 """
 
 import argparse
@@ -129,10 +130,13 @@ def chart_write(ratios: dict[str, float], path: Path, title: str) -> None:
     values = [ratios[name] for name in names]
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(names) + 1.5))
     # Throughput ratios are better above 1.0, latency ratios below: one neutral colour.
-    ax.barh(names, values, color="#4a6fa5")
+    limit = min(max(values) * 1.15, 3.0)  # one outlier must not flatten every other bar
+    ax.barh(names, [min(v, limit) for v in values], color="#4a6fa5")
     ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xlim(0, limit * 1.12)
     for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+        ax.text(min(v, limit), y, f" {v:.2f}" + (" (cut)" if v > limit else ""),
+                va="center", fontsize=8)  # fmt: skip
     ax.set_xlabel(
         "ratio: 1.0 = par with the anchor or budget (rates: higher is better, "
         "delays: lower is better)"
@@ -160,7 +164,8 @@ def readme_section(report: dict, ratios: dict[str, float], budgets: dict[str, bo
         f"Measured {report['finished_at'][:16].replace('T', ' ')} UTC on {m['cpus']} cores, "
         f"Python {m['python']}, {m['platform']}; mode: {report['mode']}. Reproduce with "
         "`make bench` (`BENCH_QUICK=1 make bench` for the quick mode). Ratios are against an "
-        "anchor measured in the same run on the same machine.",
+        "anchor measured in the same run on the same machine."
+        + (f" Note: {report['note']}" if report.get("note") else ""),
         "",
     ]
     throughput = (report["benchmarks"].get("throughput") or {}).get("results")
@@ -221,6 +226,7 @@ def main() -> None:
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "benchmarks": benchmarks,
+        "note": os.environ.get("BENCH_NOTE", ""),
     }
     ratios: dict[str, float] = {}
     budgets: dict[str, bool] = {}
