@@ -162,7 +162,7 @@ def web_start(*, workers: int, log: Path, env: dict[str, str] | None = None):
         [str(BIN / "python"), "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--no-access-log",
          "--log-level", "warning"],
-        cwd=ROOT, env=env or bench_env(DATABASE_POOL="True"), stdout=out,
+        cwd=ROOT, env=env or bench_env(DATABASE_POOL_MAX_SIZE="10"), stdout=out,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
 

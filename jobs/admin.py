@@ -7,6 +7,9 @@ from jobs import services
 from jobs.errors import OffloadError
 from jobs.models import Job, StoredFile
 
+# The admin index links the operator's dashboard (jobs/admin_dashboard.py).
+admin.site.index_template = "jobs/admin/index.html"
+
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):

@@ -192,5 +192,7 @@ def metrics_dir_empty() -> None:
 
 def metrics_install() -> None:
     from jobs import events
+    from jobs.schedules.metrics import beat_gauges
 
     events.listener_add(event_count)
+    collector_register(beat_gauges)

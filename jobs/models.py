@@ -206,6 +206,7 @@ class FilePurpose(models.TextChoices):
     UPLOAD = "upload"
     THUMBNAIL = "thumbnail"
     IMPORT_REPORT = "import_report"
+    REPORT = "report"
 
 
 class StoredFile(models.Model):

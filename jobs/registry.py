@@ -16,6 +16,70 @@ from rest_framework import serializers
 from config.celery_app import app
 from jobs.errors import NotFound
 
+
+def _json_type(field: serializers.Field) -> tuple[str, tuple[type, ...]] | None:
+    """The JSON type a field's value must have in a request body (None: any)."""
+    if isinstance(field, serializers.BooleanField):
+        return "a boolean", (bool,)
+    if isinstance(field, serializers.IntegerField):
+        return "a whole number", (int,)
+    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+        return "a number", (int, float)
+    if isinstance(field, serializers.ChoiceField) and not isinstance(
+        field, serializers.MultipleChoiceField
+    ):
+        if all(isinstance(choice, str) for choice in field.choices):
+            return "a string", (str,)
+        return None
+    if isinstance(field, serializers.CharField | serializers.UUIDField | serializers.DateTimeField):
+        return "a string", (str,)
+    if isinstance(field, serializers.ListField | serializers.ListSerializer):
+        return "a list", (list,)
+    if isinstance(field, serializers.DictField | serializers.Serializer):
+        return "an object", (dict,)
+    return None
+
+
+def json_type_errors(fields: Any, data: Any) -> dict[str, list[str]]:
+    """Values of the wrong JSON type, by field name. DRF converts leniently (`"5"` or `true`
+    for a number, `1` for a boolean); a JSON API should refuse what its schema refuses."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(data, dict):
+        return errors
+    for name, declared in fields.items():
+        if name not in data or data[name] is None or declared.read_only:
+            continue
+        expected = _json_type(declared)
+        if expected is None:
+            continue
+        what, types = expected
+        value = data[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            errors[name] = [f"must be {what}, not {type(value).__name__}"]
+            continue
+        child = getattr(declared, "child", None)
+        if isinstance(declared, serializers.ListField) and child is not None:
+            item = _json_type(child)
+            if item is not None:
+                bad = [
+                    i for i, v in enumerate(value)
+                    if not isinstance(v, item[1]) or (isinstance(v, bool) and bool not in item[1])
+                ]  # fmt: skip
+                if bad:
+                    errors[name] = [f"item {bad[0]} must be {item[0]}"]
+    return errors
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean and nothing else: DRF's BooleanField also takes 1, "yes" or "on",
+    which the schema (`type: boolean`) does not allow."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 if TYPE_CHECKING:
     from jobs.runtime import JobRun
 

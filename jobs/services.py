@@ -21,7 +21,7 @@ from config.celery_app import app
 from jobs import concurrency, delayed, events, lifecycle, logs, metrics, publishing
 from jobs.errors import BrokerUnavailable, Conflict, OffloadError, PermissionDenied
 from jobs.models import Job, JobStatus
-from jobs.registry import Kind, kind_get
+from jobs.registry import Kind, json_type_errors, kind_get
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ def _params_validate(
             f"It takes: {', '.join(serializer.fields) or 'none'}.",
             code="invalid_params",
             fields={"params": {name: ["unknown field"] for name in unknown[:20]}},
+        )
+    wrong_types = json_type_errors(serializer.fields, params)
+    if wrong_types:
+        raise OffloadError(
+            f"params are not valid for kind {kind.name!r}: "
+            + "; ".join(f"{name} {messages[0]}" for name, messages in wrong_types.items()),
+            code="invalid_params",
+            fields={"params": wrong_types},
         )
     if not serializer.is_valid():
         raise OffloadError(

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from jobs.errors import OffloadError
 from notifications import services
-from notifications.models import Delivery, Endpoint
+from notifications.models import Delivery, EmailSend, Endpoint
 
 
 @admin.register(Endpoint)
@@ -46,3 +46,16 @@ class DeliveryAdmin(admin.ModelAdmin):
             except OffloadError as exc:
                 self.message_user(request, f"{delivery.id}: {exc.message}", messages.WARNING)
         self.message_user(request, f"{done} deliveries queued again.")
+
+
+@admin.register(EmailSend)
+class EmailSendAdmin(admin.ModelAdmin):
+    """The send ledger, read-only: what was sent to whom, with the server's reply."""
+
+    list_display = ("recipient", "status", "smtp_code", "job", "campaign", "updated_at")
+    list_filter = ("status",)
+    search_fields = ("recipient", "job__id")
+    readonly_fields = [f.name for f in EmailSend._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -9,7 +9,9 @@ class NotificationsConfig(AppConfig):
         from django.conf import settings
 
         from jobs import delayed, events
-        from notifications import services
+        from notifications import metrics, services
+
+        metrics.metrics_install()
 
         # Terminal job events queue their webhook deliveries, in the process that made them.
         events.row_hook_add(services.deliveries_queue_for_event)

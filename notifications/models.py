@@ -7,11 +7,11 @@ from django.db import models
 class Contact(models.Model):
     """A person Offload can write to: the target of CSV imports and email campaigns."""
 
-    email = models.EmailField(max_length=254, unique=True)
+    email = models.EmailField(max_length=254)
     first_name = models.CharField(max_length=150, blank=True, default="")
     last_name = models.CharField(max_length=150, blank=True, default="")
     phone = models.CharField(max_length=50, blank=True, default="")
-    country = models.CharField(max_length=2, blank=True, default="", db_index=True)
+    country = models.CharField(max_length=2, blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -19,6 +19,11 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["email"]
+        # Declared as a constraint and an index rather than `unique=True`/`db_index=True`:
+        # on PostgreSQL those add a second `varchar_pattern_ops` index per column for
+        # `LIKE 'x%'` lookups nothing here makes, and every import pays for each index.
+        constraints = [models.UniqueConstraint(fields=["email"], name="contact_email_unique")]
+        indexes = [models.Index(fields=["country"], name="contact_country_idx")]
 
     def __str__(self) -> str:
         return self.email
@@ -121,3 +126,60 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} to {self.url} ({self.status})"
+
+
+class EmailSendStatus(models.TextChoices):
+    PENDING = "pending", "pending: written before the SMTP transaction"
+    SENT = "sent", "sent: the server accepted the message"
+    DEFERRED = "deferred", "deferred: the server answered 4xx; a retry sends it"
+    FAILED = "failed", "failed: refused for good (5xx, bad address, template)"
+    SKIPPED = "skipped", "skipped: the contact unsubscribed"
+    UNKNOWN = "unknown", "unknown: the worker died during the transaction; not resent"
+
+
+class EmailSend(models.Model):
+    """The send ledger: one row per (job, recipient), written `pending` before the SMTP
+    transaction and `sent` (or `failed`, `deferred`) after it, so a retried or redelivered
+    job never mails a recipient twice. A campaign's rows also carry the campaign job: one
+    row per (campaign, recipient), whichever chunk job wrote it."""
+
+    job = models.ForeignKey("jobs.Job", on_delete=models.CASCADE, related_name="email_sends")
+    campaign = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="email_sends"
+    )
+    recipient = models.CharField(max_length=254)
+    status = models.CharField(max_length=16, choices=EmailSendStatus.choices)
+    smtp_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    smtp_reply = models.CharField(max_length=500, blank=True, default="")
+    message_id = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "recipient"], name="email_send_once_per_job"),
+            models.UniqueConstraint(
+                fields=["campaign", "recipient"],
+                condition=models.Q(campaign__isnull=False),
+                name="email_send_once_per_campaign",
+            ),
+        ]
+        indexes = [models.Index(fields=["campaign", "status"], name="email_send_campaign")]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} ({self.status})"
+
+
+class SendRate(models.Model):
+    """The shared sending rate limit: the earliest time the next message may go out. Every
+    worker reserves its slot with one atomic statement (see notifications/email_rate.py)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    next_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: next at {self.next_at.isoformat()}"

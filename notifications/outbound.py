@@ -88,6 +88,12 @@ def _refuse(url: str, reason: str) -> UnsafeURL:
 
 def url_parts(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) URL; refuses anything else."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        raise _refuse(
+            url,
+            "it has spaces, control or non-ASCII characters (write an international host "
+            "name in its xn-- form and percent-encode the rest)",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from jobs.errors import OffloadError
 from jobs.models import TERMINAL_STATUSES
-from notifications import outbound, signing
+from notifications import metrics, outbound, signing
 from notifications.models import (
     CallbackSecret,
     Delivery,
@@ -353,6 +353,7 @@ def _record(delivery: Delivery, entry: dict[str, Any], *, outcome: str) -> dict[
                 delivery.id if connection.features.has_native_uuid_field else delivery.id.hex,
             ],
         )
+    metrics.attempt_count(outcome=outcome)
     if delay is not None and delay <= settings.OFFLOAD_WEBHOOK_COUNTDOWN_MAX:
         from notifications.tasks import delivery_release_task
 

@@ -78,19 +78,27 @@ TEMPLATES = [
 
 
 def postgres_options(db: dict) -> dict:
-    """Connection settings of a PostgreSQL database (also used by production settings)."""
+    """Connection settings of a PostgreSQL database (also used by production settings).
+
+    Persistent, health-checked connections by default. DATABASE_POOL_MAX_SIZE > 0 gives
+    psycopg's connection pool instead: meant for the ASGI web processes, where each request
+    runs its sync code on a thread of its own and would otherwise open a new connection;
+    never for Celery's prefork workers (a pool's threads do not survive a fork). Each process
+    holds at most max_size connections; a request that waits longer than
+    DATABASE_POOL_TIMEOUT for one gets a 503."""
     db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     db["CONN_HEALTH_CHECKS"] = True
     if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
         db.setdefault("OPTIONS", {})["server_side_binding"] = True
-    if env.bool("DATABASE_POOL", default=False):
-        # psycopg's pool, one per process: under ASGI every request runs its sync code on
-        # a thread of its own, so without a pool each request opens a new connection.
+    size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+    if size > 0:
+        # Django refuses a pool together with persistent connections or health checks.
         db["CONN_MAX_AGE"] = 0
         db["CONN_HEALTH_CHECKS"] = False
         db.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+            "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=1), size),
+            "max_size": size,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
         }
     return db
 
@@ -274,6 +282,11 @@ OFFLOAD_CSV_MAX_LINE_BYTES = env.int("OFFLOAD_CSV_MAX_LINE_BYTES", default=1024 
 # Days uploads and job-made files are kept before the cleanup kind deletes them.
 OFFLOAD_RETENTION_UPLOADS_DAYS = env.int("OFFLOAD_RETENTION_UPLOADS_DAYS", default=30)
 OFFLOAD_RETENTION_FILES_DAYS = env.int("OFFLOAD_RETENTION_FILES_DAYS", default=30)
+# Reports: the longest date range one report may cover (days), how long a signed download
+# link stays valid (seconds), and rows read per round trip while exporting.
+OFFLOAD_REPORT_MAX_RANGE_DAYS = env.int("OFFLOAD_REPORT_MAX_RANGE_DAYS", default=366)
+OFFLOAD_REPORT_LINK_TTL_SECONDS = env.int("OFFLOAD_REPORT_LINK_TTL_SECONDS", default=24 * 3600)
+OFFLOAD_REPORT_CHUNK_ROWS = env.int("OFFLOAD_REPORT_CHUNK_ROWS", default=5000)
 
 # Where job events go: "amqp" (the offload.events exchange) or "none".
 OFFLOAD_EVENTS_BACKEND = env("OFFLOAD_EVENTS_BACKEND", default="amqp" if BROKER_IS_AMQP else "none")
@@ -359,6 +372,42 @@ OFFLOAD_CLEANUP_BATCH_SIZE = env.int("OFFLOAD_CLEANUP_BATCH_SIZE", default=2000)
 OFFLOAD_REAPER_STALE_SECONDS = env.float("OFFLOAD_REAPER_STALE_SECONDS", default=90.0)
 # How many times one job may be requeued by the reaper before it is left failed.
 OFFLOAD_REAPER_MAX_REQUEUES = env.int("OFFLOAD_REAPER_MAX_REQUEUES", default=3)
+
+# --- Email ------------------------------------------------------------------------
+
+# EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.org:587, consolemail://) wins over
+# the single EMAIL_* settings when it is set.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=30.0)
+if env("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Offload <offload@localhost>")
+# Absolute address of this site, for links in emails (unsubscribe links).
+OFFLOAD_PUBLIC_URL = env("OFFLOAD_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Most recipients one `email` job may have; larger audiences are an email_campaign.
+OFFLOAD_EMAIL_MAX_RECIPIENTS = env.int("OFFLOAD_EMAIL_MAX_RECIPIENTS", default=50)
+# Most attachments of one email, and their largest total size in bytes.
+OFFLOAD_EMAIL_MAX_ATTACHMENTS = env.int("OFFLOAD_EMAIL_MAX_ATTACHMENTS", default=10)
+OFFLOAD_EMAIL_MAX_ATTACHMENT_BYTES = env.int(
+    "OFFLOAD_EMAIL_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024
+)
+# Messages per second all workers together may send (0: no limit).
+OFFLOAD_EMAIL_RATE_LIMIT = env.float("OFFLOAD_EMAIL_RATE_LIMIT", default=0.0)
+# Attempts of an email job on transient SMTP failures (4xx, timeouts, refused connections)
+# and the base of their exponential backoff in seconds (capped at OFFLOAD_EMAIL_RETRY_MAX).
+OFFLOAD_EMAIL_MAX_ATTEMPTS = env.int("OFFLOAD_EMAIL_MAX_ATTEMPTS", default=5)
+OFFLOAD_EMAIL_RETRY_BACKOFF = env.float("OFFLOAD_EMAIL_RETRY_BACKOFF", default=30.0)
+OFFLOAD_EMAIL_RETRY_MAX = env.float("OFFLOAD_EMAIL_RETRY_MAX", default=1800.0)
+# Recipients per child job of an email campaign.
+OFFLOAD_EMAIL_CAMPAIGN_CHUNK = env.int("OFFLOAD_EMAIL_CAMPAIGN_CHUNK", default=100)
+# How often a campaign job reads its children's progress, in seconds.
+OFFLOAD_EMAIL_CAMPAIGN_POLL = env.float("OFFLOAD_EMAIL_CAMPAIGN_POLL", default=1.0)
 
 # --- Logging ----------------------------------------------------------------------
 

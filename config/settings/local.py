@@ -13,3 +13,7 @@ LOGGING["handlers"]["default"]["formatter"] = LOG_FORMAT
 # The quickstart's Flower uses the demo login; Flower's task view needs task events.
 OFFLOAD_FLOWER_BASIC_AUTH = env.list("OFFLOAD_FLOWER_BASIC_AUTH", default=["demo:demo"])
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
+
+# The quickstart prints emails on the worker's console instead of sending them.
+if not env("EMAIL_URL", default=""):
+    EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

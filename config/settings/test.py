@@ -33,3 +33,9 @@ OFFLOAD_WEBHOOK_RETRY_SCHEDULE = [
 OFFLOAD_WEBHOOK_TIMEOUT = env.float("OFFLOAD_WEBHOOK_TIMEOUT", default=2.0)
 OFFLOAD_WEBHOOK_ALLOWED_HOSTS = env.list("OFFLOAD_WEBHOOK_ALLOWED_HOSTS", default=["127.0.0.2"])
 OFFLOAD_SSE_KEEPALIVE = env.float("OFFLOAD_SSE_KEEPALIVE", default=1.0)
+# Email in tests: each test starts its own SMTP server and passes its port to its workers;
+# retries wait a fraction of a second.
+OFFLOAD_EMAIL_RETRY_BACKOFF = env.float("OFFLOAD_EMAIL_RETRY_BACKOFF", default=0.2)
+OFFLOAD_EMAIL_RETRY_MAX = env.float("OFFLOAD_EMAIL_RETRY_MAX", default=1.0)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+OFFLOAD_EMAIL_CAMPAIGN_POLL = env.float("OFFLOAD_EMAIL_CAMPAIGN_POLL", default=0.3)

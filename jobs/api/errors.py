@@ -1,10 +1,12 @@
 """One error shape for the whole API: `{"error": {"code", "message", "fields"}}`."""
 
 import logging
+import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
@@ -22,6 +24,34 @@ _MESSAGES = {
     ),
     exceptions.AuthenticationFailed: "The token or credentials were not accepted",
 }
+
+
+# Seconds a client is told to wait when the database does not answer.
+DATABASE_RETRY_AFTER = 5
+DATABASE_MESSAGE = (
+    "The database is unavailable right now (it refused the connection or is overloaded); "
+    "nothing was changed. Try again in a few seconds."
+)
+
+
+def _database_log(exc: BaseException) -> None:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    logger.error("database unavailable: %s", first_line)
+
+
+def database_unavailable(exc: BaseException) -> JsonResponse:
+    """The database refused or lost the connection (server down, too many clients, pool
+    exhausted): a 503 the client may retry, not a 500 that looks like a bug."""
+    _database_log(exc)
+    response = JsonResponse(error_body("database_unavailable", DATABASE_MESSAGE), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
+def _database_error(exc: BaseException | None) -> bool:
+    # Only errors of the connection itself: a failed query on a live connection (a bad
+    # SQL, a constraint) is still a bug and a 500.
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
@@ -51,6 +81,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found."), status=404)
+    if _database_error(exc):
+        _database_log(exc)
+        return Response(
+            error_body("database_unavailable", DATABASE_MESSAGE),
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -82,6 +119,11 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:
+    # Django calls this handler while it handles the exception, so the exception is at hand:
+    # a database outage seen outside a DRF view (middleware, admin, streams) is a 503 too.
+    exc = sys.exc_info()[1]
+    if _database_error(exc):
+        return database_unavailable(exc)
     return JsonResponse(
         error_body("server_error", "Something went wrong on our side; it has been logged."),
         status=500,

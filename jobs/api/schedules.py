@@ -4,7 +4,7 @@ jobs/schedules/services.py; the admin offers the same with its forms)."""
 import json
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,8 +13,11 @@ from rest_framework.views import APIView
 from jobs.api.serializers import ErrorSerializer, StrictSerializer
 from jobs.errors import NotFound, PermissionDenied
 from jobs.models import OverlapPolicy, ScheduleSlot
-from jobs.registry import kind_for_task
+from jobs.registry import StrictBooleanField, kind_for_task
 from jobs.schedules import selectors, services
+
+# django-celery-beat stores both in integer columns; larger values were a database error.
+INT_MAX = 2**31 - 1
 
 
 class CrontabSerializer(StrictSerializer):
@@ -30,12 +33,14 @@ class ScheduleCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     kind = serializers.CharField(max_length=100)
     params = serializers.JSONField(required=False, default=dict)
-    interval_seconds = serializers.IntegerField(required=False, min_value=1)
+    interval_seconds = serializers.IntegerField(required=False, min_value=1, max_value=INT_MAX)
     crontab = CrontabSerializer(required=False)
     clocked_at = serializers.DateTimeField(required=False)
     overlap = serializers.ChoiceField(choices=OverlapPolicy.values, default=OverlapPolicy.SKIP)
-    enabled = serializers.BooleanField(default=True)
-    expire_seconds = serializers.IntegerField(required=False, min_value=1, allow_null=True)
+    enabled = StrictBooleanField(default=True)
+    expire_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=INT_MAX, allow_null=True
+    )
     description = serializers.CharField(required=False, default="", allow_blank=True)
 
     def to_spec(self) -> services.ScheduleSpec:
@@ -95,8 +100,20 @@ def _staff(request: Request) -> None:
         raise PermissionDenied("Only staff may read or change schedules.")
 
 
+STAFF_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
+    403: OpenApiResponse(ErrorSerializer, description="Not staff"),
+}
+
+
 class ScheduleListView(APIView):
-    @extend_schema(operation_id="schedules_list", responses={200: ScheduleSerializer(many=True)})
+    @extend_schema(
+        operation_id="schedules_list",
+        responses={
+            200: inline_serializer("ScheduleList", {"schedules": ScheduleSerializer(many=True)}),
+            **STAFF_ERRORS,
+        },
+    )
     def get(self, request: Request) -> Response:
         _staff(request)
         tasks = selectors.schedules_list()
@@ -108,8 +125,8 @@ class ScheduleListView(APIView):
         responses={
             201: ScheduleSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Invalid schedule"),
-            403: ErrorSerializer,
             409: ErrorSerializer,
+            **STAFF_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:
@@ -128,11 +145,17 @@ class ScheduleDetailView(APIView):
             raise NotFound(f"No schedule named {name[:200]!r}.")
         return task
 
-    @extend_schema(operation_id="schedules_get", responses={200: ScheduleSerializer})
+    @extend_schema(
+        operation_id="schedules_get",
+        responses={200: ScheduleSerializer, 404: ErrorSerializer, **STAFF_ERRORS},
+    )
     def get(self, request: Request, name: str) -> Response:
         return Response(ScheduleSerializer(self._get(request, name)).data)
 
-    @extend_schema(operation_id="schedules_delete", responses={204: None})
+    @extend_schema(
+        operation_id="schedules_delete",
+        responses={204: None, 404: ErrorSerializer, **STAFF_ERRORS},
+    )
     def delete(self, request: Request, name: str) -> Response:
         services.schedule_delete(task=self._get(request, name))
         return Response(status=204)

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from jobs.models import Job, JobStatus
+from jobs.registry import json_type_errors
 from jobs.services import JobSpec
 
 
@@ -20,6 +21,9 @@ class StrictSerializer(serializers.Serializer):
                 raise serializers.ValidationError(
                     {name: ["unknown field"] for name in unknown[:20]}
                 )
+            wrong_types = json_type_errors(self.fields, data)
+            if wrong_types:
+                raise serializers.ValidationError(wrong_types)
         return super().to_internal_value(data)
 
 

@@ -55,6 +55,7 @@ ERRORS = {
     413: OpenApiResponse(ErrorSerializer, description="Over the size limit of its type"),
     415: OpenApiResponse(ErrorSerializer, description="Content is not an accepted type"),
 }
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such file among yours")
 
 
 class UploadCreateView(APIView):
@@ -89,13 +90,23 @@ class UploadCreateView(APIView):
                 code="invalid",
                 fields={"file": ["required: one file"]},
             )
+        unknown = sorted(name for name in request.data if name != "file")
+        if unknown:
+            raise OffloadError(
+                "Send only the multipart form field 'file'; unknown fields: "
+                f"{', '.join(name[:50] for name in unknown[:10])}.",
+                code="invalid",
+                fields={name[:50]: ["unknown field"] for name in unknown[:10]},
+            )
         stored = uploads.upload_create(owner=request.user, file=files[0])
         body = UploadSerializer(stored, context={"request": request}).data
         return Response(body, status=201, headers={"Location": body["url"]})
 
 
 class UploadDetailView(APIView):
-    @extend_schema(operation_id="uploads_get", responses={200: UploadSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="uploads_get", responses={200: UploadSerializer, 404: NOT_FOUND, **ERRORS}
+    )
     def get(self, request: Request, upload_id: str) -> Response:
         stored = uploads.upload_get(user=request.user, upload_id=upload_id)
         return Response(UploadSerializer(stored, context={"request": request}).data)
@@ -108,7 +119,7 @@ class FileContentView(APIView):
 
     @extend_schema(
         operation_id="files_content",
-        responses={200: OpenApiResponse(description="The file's bytes"), **ERRORS},
+        responses={200: OpenApiResponse(description="The file's bytes"), 404: NOT_FOUND, **ERRORS},
     )
     def get(self, request: Request, file_id: str) -> FileResponse:
         """Download a file you own: an upload or a file one of your jobs made."""

@@ -8,13 +8,13 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
 from jobs.api import schema
+from jobs.api.pagination import CheckedCursorPagination
 from jobs.api.serializers import (
     ErrorSerializer,
     JobBulkResultSerializer,
@@ -54,11 +54,8 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-class JobPagination(CursorPagination):
-    ordering = "-created_at"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+class JobPagination(CheckedCursorPagination):
+    pass
 
 
 class JobListView(APIView):
@@ -73,11 +70,7 @@ class JobListView(APIView):
                 description="Comma-separated statuses",
             ),
             OpenApiParameter("kind", str),
-            OpenApiParameter(
-                "page_size",
-                {"type": "integer", "minimum": 1, "maximum": JobPagination.max_page_size},
-            ),
-            OpenApiParameter("cursor", str, description="From the `next` or `previous` link"),
+            *JobPagination.parameters(),
         ],
         responses={200: JobPageSerializer, **ERRORS},
     )
@@ -105,6 +98,7 @@ class JobListView(APIView):
         ],
         responses={
             202: JobSerializer,
+            403: OpenApiResponse(ErrorSerializer, description="A staff-only kind"),
             409: OpenApiResponse(ErrorSerializer, description="Idempotency key reused"),
             503: OpenApiResponse(ErrorSerializer, description="Broker unreachable"),
             **ERRORS,

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DO_NOTHING, SET_NULL, Model, Q
+from django.db.models import CASCADE, DO_NOTHING, SET_NULL, Model, Q, QuerySet
 from django.db.models import signals as models_signals
 from django.db.models.deletion import get_candidate_relations_to_delete
 from django.utils import timezone
@@ -27,7 +27,7 @@ from django_celery_results.models import TaskResult
 from rest_framework import serializers
 
 from jobs.models import Job, JobStatus, ScheduleSlot
-from jobs.registry import job_kind
+from jobs.registry import StrictBooleanField, job_kind
 from jobs.retention import RetentionCategory, retention_categories, retention_register
 from jobs.runtime import JobRun
 from jobs.schedules.defaults import schedule_default
@@ -75,7 +75,7 @@ class CleanupParams(serializers.Serializer):
         child=serializers.CharField(max_length=100), required=False, allow_empty=False
     )
     batch_size = serializers.IntegerField(min_value=1, max_value=50_000, required=False)
-    dry_run = serializers.BooleanField(default=False)
+    dry_run = StrictBooleanField(default=False)
 
     def validate_categories(self, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - set(_category_names()))
@@ -97,28 +97,51 @@ def _old_rows(category: RetentionCategory, cutoff: Any) -> Any:
 
 def _batch_delete(model: type[Model], pks: list) -> int:
     """One DELETE for the batch. Django's collector would load every row and delete them
-    100 at a time as soon as another model points here with SET_NULL (webhook deliveries
-    and stored files point at jobs); those references are cleared with one UPDATE each
-    instead. Any other kind of reference, or a delete signal, takes Django's way."""
+    100 at a time as soon as another model points here (webhook deliveries and stored
+    files with SET_NULL, the email send ledger with CASCADE); instead, SET_NULL references
+    are cleared with one UPDATE each and CASCADE ones deleted with one DELETE each (their
+    own references followed the same way). A delete signal, or any other kind of
+    reference, takes Django's way."""
+    batch = model._base_manager.filter(pk__in=pks)
+    if not _fast_deletable(model):
+        return batch.delete()[0]
+    return _raw_delete_with_references(model, batch)
+
+
+def _references(model: type[Model]) -> list:
     # Hidden relations (related_name="+") included, as Django's collector sees them.
-    relations = [
+    return [
         rel
         for rel in get_candidate_relations_to_delete(model._meta)
         if rel.on_delete is not DO_NOTHING
     ]
+
+
+def _fast_deletable(model: type[Model], depth: int = 0) -> bool:
     signalled = any(
         signal.has_listeners(model)
         for signal in (models_signals.pre_delete, models_signals.post_delete)
     )
-    batch = model._base_manager.filter(pk__in=pks)
-    if signalled or any(rel.on_delete is not SET_NULL for rel in relations):
-        return batch.delete()[0]
-    for rel in relations:
-        rel.related_model._base_manager.filter(**{f"{rel.field.name}__in": pks}).update(
-            **{rel.field.name: None}
-        )
+    if signalled or depth > 3:
+        return False
+    for rel in _references(model):
+        if rel.on_delete is CASCADE:
+            if not _fast_deletable(rel.related_model, depth + 1):
+                return False
+        elif rel.on_delete is not SET_NULL:
+            return False
+    return True
+
+
+def _raw_delete_with_references(model: type[Model], rows: QuerySet) -> int:
+    for rel in _references(model):
+        referring = rel.related_model._base_manager.filter(**{f"{rel.field.name}__in": rows})
+        if rel.on_delete is CASCADE:
+            _raw_delete_with_references(rel.related_model, referring)
+        else:
+            referring.update(**{rel.field.name: None})
     # QuerySet._raw_delete is the single statement Django's own fast path issues.
-    return batch._raw_delete(batch.db)
+    return rows._raw_delete(rows.db)
 
 
 def category_clean(

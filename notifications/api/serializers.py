@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from jobs.api.serializers import StrictSerializer
+from jobs.registry import StrictBooleanField
 from notifications.models import Delivery, Endpoint
 from notifications.services import EVENT_TYPES
 
@@ -15,7 +16,7 @@ class EndpointWriteSerializer(StrictSerializer):
         child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, default=list
     )
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    enabled = serializers.BooleanField(required=False)
+    enabled = StrictBooleanField(required=False)
 
 
 class EndpointSerializer(serializers.Serializer):

@@ -1,12 +1,13 @@
 """The webhooks API: endpoints (with secret rotation), deliveries (with redeliver), and the
 secret that signs deliveries to jobs' own `callback_url`."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.pagination import CursorPagination
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.api.pagination import CheckedCursorPagination
 from jobs.api.serializers import ErrorSerializer
 from notifications import selectors, services
 from notifications.api.serializers import (
@@ -19,16 +20,17 @@ from notifications.api.serializers import (
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
 
 
-class DeliveryPagination(CursorPagination):
-    ordering = "-created_at"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+class DeliveryPagination(CheckedCursorPagination):
+    pass
 
 
 class EndpointListView(APIView):
     @extend_schema(
-        operation_id="webhook_endpoints_list", responses={200: EndpointSerializer(many=True)}
+        operation_id="webhook_endpoints_list",
+        responses={
+            200: inline_serializer("EndpointList", {"results": EndpointSerializer(many=True)}),
+            401: ErrorSerializer,
+        },
     )
     def get(self, request: Request) -> Response:
         endpoints = selectors.endpoints_list(user=request.user)
@@ -111,8 +113,19 @@ class DeliveryListView(APIView):
             OpenApiParameter("status", str),
             OpenApiParameter("endpoint", str),
             OpenApiParameter("job", str),
+            *DeliveryPagination.parameters(),
         ],
-        responses={200: DeliverySerializer(many=True)},
+        responses={
+            200: inline_serializer(
+                "DeliveryPage",
+                {
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": DeliverySerializer(many=True),
+                },
+            ),
+            **ERRORS,
+        },
     )
     def get(self, request: Request) -> Response:
         deliveries = selectors.deliveries_list(

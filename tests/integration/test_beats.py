@@ -176,7 +176,17 @@ def test_three_beats_run_each_slot_once_and_fail_over_after_sigkill(beat_worker,
     assert figures["duplicates"] == 0
     assert runs.count() == len(sent)
     assert figures["attempts_over_1"] == 0
-    assert all(job.status == "succeeded" for job in runs)
+    # Every run ran and succeeded, except one whose message a busy worker took up after the
+    # schedule's expiry: that one is cancelled unrun with an `Expired` error (the backlog
+    # guard of `on_revoked`), never run late and never left open.
+    for job in runs:
+        if job.status != "succeeded":
+            assert job.status == "cancelled", (job.id, job.status, job.error)
+            assert job.error["type"] == "Expired", (job.id, job.error)
+            assert job.started_at is None, (job.id, job.started_at)
+    expired = figures["statuses"].get("cancelled", 0)
+    assert figures["statuses"].get("succeeded", 0) + expired == len(sent), figures
+    assert expired <= len(sent) // 4, figures  # a backlog now and then, not a worker that never ran
     assert {slot.claimed_by for slot in slots} == {holder, new_holder}
     # Hands over within one lease period (plus the follower's poll and a tick).
     assert handover <= LEASE + 2.0, figures

@@ -137,3 +137,99 @@ def test_metrics_serve_shows_this_hosts_counters_without_gauges():
     assert "offload_jobs_submitted" in names  # recorded by this session's processes
     assert "offload_broker_up" not in names  # scrape-time gauges stay with the web
     assert other.status_code == 404
+
+
+@pytest.mark.django_db
+def test_webhook_attempts_and_deliveries_are_counted_exactly(client, user):
+    """Three attempts against a real receiver answering 200, 500 and 410: one of each
+    outcome; the deliveries gauge is read from the rows."""
+    import uuid
+
+    from notifications import services as webhook_services
+    from notifications.models import Delivery
+    from tests.eventclients import WebhookReceiver
+
+    answers = {1: 200, 2: 500, 3: 410}  # by request number, from 1
+    receiver = WebhookReceiver(behaviour=lambda n: answers[n])
+    deliveries = [
+        Delivery.objects.create(
+            owner=user, url=receiver.url, event_type="job.succeeded",
+            message_id=f"msg_{uuid.uuid4().hex}", dedupe_key=uuid.uuid4().hex,
+            payload={"type": "job.succeeded", "data": {}},
+        )
+        for _ in range(3)
+    ]  # fmt: skip
+    Delivery.objects.create(
+        owner=user, url=receiver.url, event_type="job.failed", message_id="msg_waiting",
+        dedupe_key="waiting", payload={},
+    )  # fmt: skip
+    before = samples(client.get("/metrics").content.decode())
+    try:
+        outcomes = [webhook_services.delivery_send(delivery_id=d.id)["status"] for d in deliveries]
+    finally:
+        receiver.close()
+    after = samples(client.get("/metrics").content.decode())
+
+    assert outcomes == ["succeeded", "retrying", "failed"]
+    assert len(receiver.requests) == 3
+    for outcome in ("succeeded", "retrying", "failed"):
+        delta = value(after, "offload_webhook_attempts_total", outcome=outcome) - value(
+            before, "offload_webhook_attempts_total", outcome=outcome
+        )
+        assert delta == 1, outcome
+    expected = {"pending": 1, "sending": 0, "retrying": 1, "succeeded": 1, "failed": 1}
+    for status, count in expected.items():
+        assert value(after, "offload_webhook_deliveries", status=status) == count, status
+        assert Delivery.objects.filter(status=status).count() == count
+    assert value(before, "offload_webhook_deliveries", status="pending") == 4
+
+
+@pytest.mark.django_db
+def test_beat_leader_and_schedule_slots_are_exported(client):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from jobs.models import BeatLease, ScheduleSlot
+
+    empty = samples(client.get("/metrics").content.decode())
+    assert not any(name == "offload_beat_leader" for name, _ in empty)  # no beat ever ran
+    assert value(empty, "offload_schedule_slots", outcome="sent") == 0
+
+    now = timezone.now().replace(microsecond=0)
+    lease = BeatLease.objects.create(
+        name="beat", holder="beat-1@host-a", token=7, expires_at=now + dt.timedelta(seconds=30)
+    )
+    for schedule, minutes, outcome in [
+        ("offload.reaper", 2, "sent"), ("offload.reaper", 1, "skipped"),
+        ("offload.cleanup", 60, "failed"), ("offload.reaper", 3, "sent"),
+    ]:  # fmt: skip
+        ScheduleSlot.objects.create(
+            schedule=schedule, due_at=now - dt.timedelta(minutes=minutes), outcome=outcome
+        )
+    scrape = samples(client.get("/metrics").content.decode())
+
+    assert value(scrape, "offload_beat_leader", holder="beat-1@host-a") == 1
+    assert value(scrape, "offload_beat_leader_token") == 7
+    assert (
+        value(scrape, "offload_beat_lease_expires_timestamp_seconds")
+        == (now + dt.timedelta(seconds=30)).timestamp()
+    )
+    last_slot = "offload_schedule_last_slot_timestamp_seconds"
+    reaper_due = value(scrape, last_slot, schedule="offload.reaper")
+    assert reaper_due == (now - dt.timedelta(minutes=1)).timestamp()
+    cleanup_due = value(scrape, last_slot, schedule="offload.cleanup")
+    assert cleanup_due == (now - dt.timedelta(minutes=60)).timestamp()
+    claimed = ScheduleSlot.objects.filter(schedule="offload.reaper").latest("claimed_at")
+    assert value(
+        scrape, "offload_schedule_last_claim_timestamp_seconds", schedule="offload.reaper"
+    ) == pytest.approx(claimed.claimed_at.timestamp())
+    assert value(scrape, "offload_schedule_slots", outcome="sent") == 2
+    assert value(scrape, "offload_schedule_slots", outcome="skipped") == 1
+    assert value(scrape, "offload_schedule_slots", outcome="failed") == 1
+
+    # A lease that ran out names no leader any more: its last holder is shown as 0.
+    lease.expires_at = now - dt.timedelta(seconds=1)
+    lease.save()
+    expired = samples(client.get("/metrics").content.decode())
+    assert value(expired, "offload_beat_leader", holder="beat-1@host-a") == 0

@@ -13,6 +13,7 @@ from django_celery_results.models import TaskResult
 from jobs.kinds.cleanup import CleanupParams, cleanup_run
 from jobs.models import Job, ScheduleSlot
 from jobs.retention import retention_register
+from notifications.models import EmailSend
 from tests.support import table_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,6 +45,11 @@ def test_cleanup_of_100k_old_rows_deletes_in_batches_and_keeps_young_ones(settin
     TaskResult.objects.update(date_done=old)
     TaskResult.objects.create(task_id="young", status="SUCCESS")
 
+    old_mailed = list(Job.objects.filter(status="succeeded").order_by("finished_at")[:3])
+    young_mailed = Job.objects.filter(status="succeeded").order_by("-finished_at").first()
+    for job in [*old_mailed, young_mailed]:
+        EmailSend.objects.create(job=job, campaign=job, recipient="a@example.com", status="sent")
+
     with CaptureQueriesContext(connection) as queries:
         result = cleanup_run(batch_size=5_000)
 
@@ -58,11 +64,17 @@ def test_cleanup_of_100k_old_rows_deletes_in_batches_and_keeps_young_ones(settin
     assert Job.objects.filter(status="running").count() == 40
     assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["young"]
     assert table_rows(Job) == 540
-    # No single huge DELETE: one bounded statement per batch, each naming its rows.
+    assert not EmailSend.objects.filter(job__in=old_mailed).exists()  # cascaded
+    assert EmailSend.objects.filter(job=young_mailed).count() == 1
+    # No single huge DELETE: one bounded statement per batch, each naming its rows, plus
+    # one per batch for each table whose rows cascade with a job (the email send ledger).
     deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
-    assert len(deletes) == 20 + 1 + 1
     assert all(" IN (" in sql for sql in deletes)
     job_deletes = [sql for sql in deletes if Job._meta.db_table in sql.split(" WHERE ")[0]]
+    ledger = [sql for sql in deletes if EmailSend._meta.db_table in sql.split(" WHERE ")[0]]
+    assert len(job_deletes) == 20 + 1
+    assert len(ledger) == 2 * len(job_deletes)  # EmailSend.job and EmailSend.campaign
+    assert len(deletes) == len(job_deletes) + len(ledger) + 1  # + the celery results batch
     sizes = [len(re.findall(r"'[0-9a-f-]{32,36}'", sql)) for sql in job_deletes]
     assert sorted(sizes) == [50] + [5_000] * 20, sizes
 

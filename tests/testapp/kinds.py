@@ -6,13 +6,13 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from rest_framework import serializers
 
-from jobs.registry import job_kind
+from jobs.registry import StrictBooleanField, job_kind
 from jobs.runtime import JobRun
 
 
 class LimitedParams(serializers.Serializer):
     seconds = serializers.FloatField(min_value=0, max_value=60)
-    ignore_soft_limit = serializers.BooleanField(default=False)
+    ignore_soft_limit = StrictBooleanField(default=False)
 
 
 @job_kind("test.limited", params=LimitedParams, soft_time_limit=1, time_limit=2, max_deliveries=2)

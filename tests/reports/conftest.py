@@ -1,0 +1,1 @@
+from tests.reportdata import contacts, jobs_of_a_day  # noqa: F401  (fixtures)
