@@ -18,9 +18,10 @@ format:
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-# Every benchmark in bench/; results in bench/results/latest.json.
+# Every benchmark in bench/; results in bench/results/latest.json and latest.png, table in
+# the README. BENCH_QUICK=1 for smaller workloads; BENCH_TIMEOUT caps each benchmark (s).
 bench:
-	@scripts/bootstrap.sh dev
+	@scripts/bootstrap.sh bench
 	@scripts/services.sh
 	.venv/bin/python bench/run_all.py
 

@@ -108,3 +108,90 @@ def results_write(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     return path
+
+
+# Quick mode (`BENCH_QUICK=1`, set by `make bench` unless BENCH_QUICK=0): every benchmark
+# runs a smaller workload so the whole set finishes in minutes on 2 cores.
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+def sized(full: int, quick: int) -> int:
+    """A workload size: `full` normally, `quick` in quick mode."""
+    return quick if QUICK else full
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of a series (milliseconds in, milliseconds out)."""
+    return {
+        "count": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p95": round(percentile(values, 95), 2),
+        "p99": round(percentile(values, 99), 2),
+        "max": round(max(values), 2) if values else float("nan"),
+    }
+
+
+def api_token(username: str) -> str:
+    """A user and its API token in the benchmark database (django_setup() first)."""
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user, _ = User.objects.get_or_create(username=username)
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def web_start(*, workers: int, log: Path, env: dict[str, str] | None = None):
+    """uvicorn serving Offload with `workers` processes and a connection pool per process
+    (as the Procfile's `web` runs it); returns (process, port)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = open(log, "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(BIN / "python"), "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--no-access-log",
+         "--log-level", "warning"],
+        cwd=ROOT, env=env or bench_env(DATABASE_POOL_MAX_SIZE="10"), stdout=out,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"web server exited: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, timeout=60, interval=0.2)
+    return process, port
+
+
+def load_run(**options: object) -> dict:
+    """Run bench/loadgen.py as a separate process (its own core share, its own GIL) and
+    return its figures. Options are its command-line flags (underscores for dashes)."""
+    args = [str(BIN / "python"), str(ROOT / "bench" / "loadgen.py")]
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                args += [flag, str(item)]
+        elif value is not None and value is not False:
+            args += [flag, str(value)]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)

@@ -23,6 +23,7 @@ from pathlib import Path
 from common import (
     BROKER_URL,
     DATABASE_URL,
+    QUICK,
     bench_env,
     database_prepare,
     django_setup,
@@ -162,7 +163,8 @@ def run_offload(path: Path, rows: int, logs: Path, media: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
+    sizes = "20000,100000" if QUICK else "100000,1000000"
+    parser.add_argument("--rows", default=sizes, help="comma-separated sizes")
     args = parser.parse_args()
     sizes = [int(size) for size in args.rows.split(",")]
 

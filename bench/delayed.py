@@ -24,6 +24,7 @@ from common import (
     django_setup,
     jobs_reset,
     results_write,
+    sized,
     wait_until,
     worker_start,
     worker_stop,
@@ -52,7 +53,7 @@ def _wait_all(ids: list, timeout: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=100, help="jobs per series")
+    parser.add_argument("-n", type=int, default=sized(100, 20), help="jobs per series")
     args = parser.parse_args()
 
     database_prepare()

@@ -32,6 +32,7 @@ from common import (
     django_setup,
     jobs_reset,
     results_write,
+    sized,
     wait_until,
     worker_start,
     worker_stop,
@@ -125,8 +126,8 @@ async def run_clients(port, token, job_ids, clients, delays, done, opened):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=sized(1000, 200))
+    parser.add_argument("--jobs", type=int, default=sized(50, 20))
     parser.add_argument("--seconds", type=float, default=2.0, help="each job's run time")
     parser.add_argument("--steps", type=int, default=4, help="progress steps per job")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from common import (
     database_prepare,
     django_setup,
     results_write,
+    sized,
     wait_until,
     worker_start,
     worker_stop,
@@ -121,9 +122,9 @@ def _figures(n: int, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=200, help="images per side")
+    parser.add_argument("-n", type=int, default=sized(200, 40), help="images per side")
     parser.add_argument("--concurrency", type=int, default=2, help="processes per side")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
+    parser.add_argument("--rounds", type=int, default=sized(3, 2), help="rounds per side")
     args = parser.parse_args()
 
     database_prepare()

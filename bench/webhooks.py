@@ -25,6 +25,7 @@ from common import (
     django_setup,
     jobs_reset,
     results_write,
+    sized,
     wait_until,
     worker_start,
     worker_stop,
@@ -79,7 +80,7 @@ def run_anchor(n: int, secret: str, url: str, payload: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=3000, help="deliveries")
+    parser.add_argument("-n", type=int, default=sized(3000, 500), help="deliveries")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     args = parser.parse_args()
     n = args.n - args.n % 2

@@ -159,6 +159,9 @@ class JobRun:
             raise JobCancelled(f"job {self.id} was cancelled")
 
 
+TICK = 0.005  # seconds a keeper wake-up may come after a run's due time
+
+
 class _Keeper:
     """One daemon thread per worker process: marks runs that outlive the mark delay as
     running and renews the heartbeat of long runs."""
@@ -177,7 +180,10 @@ class _Keeper:
             threading.Thread(target=self._loop, name="offload-keeper", daemon=True).start()
         with self._cond:
             self._push(time.monotonic() + settings.OFFLOAD_RUNNING_MARK_AFTER, run)
-            self._cond.notify()
+            # Every run waits the same delay, so a new one is almost never the next due:
+            # the keeper is woken only when it is (no thread switch per job).
+            if self._due[0][2] is run:
+                self._cond.notify()
 
     def _push(self, due: float, run: JobRun) -> None:
         self._seq += 1
@@ -187,7 +193,9 @@ class _Keeper:
         while True:
             with self._cond:
                 while not self._due or self._due[0][0] > time.monotonic():
-                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    # Sleep a tick past the next due time: the runs due by then (most of
+                    # them long finished) are handled in one wake-up.
+                    timeout = self._due[0][0] - time.monotonic() + TICK if self._due else None
                     self._cond.wait(timeout)
                 _, _, run = heapq.heappop(self._due)
             if run.finished:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs what Offload needs. Usage: scripts/bootstrap.sh [run|dev]
+# Creates .venv and installs what Offload needs. Usage: scripts/bootstrap.sh [run|dev|bench]
 # Safe to run again: it installs only when the requirements files changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ fi
 
 req=requirements.txt
 [ "$mode" = dev ] && req=requirements-dev.txt
+[ "$mode" = bench ] && req=requirements-bench.txt
 stamp=".venv/.installed-$mode-$(cat requirements*.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing $req into .venv"

@@ -76,6 +76,33 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------
 
+
+def postgres_options(db: dict) -> dict:
+    """Connection settings of a PostgreSQL database (also used by production settings).
+
+    Persistent, health-checked connections by default. DATABASE_POOL_MAX_SIZE > 0 gives
+    psycopg's connection pool instead: meant for the ASGI web processes, where each request
+    runs its sync code on a thread of its own and would otherwise open a new connection;
+    never for Celery's prefork workers (a pool's threads do not survive a fork). Each process
+    holds at most max_size connections; a request that waits longer than
+    DATABASE_POOL_TIMEOUT for one gets a 503."""
+    db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    db["CONN_HEALTH_CHECKS"] = True
+    if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
+        db.setdefault("OPTIONS", {})["server_side_binding"] = True
+    size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+    if size > 0:
+        # Django refuses a pool together with persistent connections or health checks.
+        db["CONN_MAX_AGE"] = 0
+        db["CONN_HEALTH_CHECKS"] = False
+        db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=1), size),
+            "max_size": size,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+        }
+    return db
+
+
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'offload.sqlite3'}"),
 }
@@ -89,30 +116,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
-        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
-
-
-def database_pool(database: dict) -> None:
-    """psycopg's connection pool instead of persistent connections, when
-    DATABASE_POOL_MAX_SIZE > 0. Meant for the ASGI web processes, where each request may run
-    in a thread of its own; never for Celery's prefork workers (a pool's threads do not
-    survive a fork). Each web process holds at most max_size connections; a request that
-    waits longer than DATABASE_POOL_TIMEOUT for one gets a 503."""
-    size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
-    if size <= 0 or database["ENGINE"] != "django.db.backends.postgresql":
-        return
-    database["CONN_MAX_AGE"] = 0  # Django refuses pooling with persistent connections
-    database.setdefault("OPTIONS", {})["pool"] = {
-        "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=1), size),
-        "max_size": size,
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
-    }
-
-
-database_pool(DATABASES["default"])
+    DATABASES["default"] = postgres_options(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Internationalisation and static files ----------------------------------------

@@ -1,14 +1,11 @@
 """Production: every secret and URL must come from the environment; there are no defaults."""
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import database_pool, env
+from config.settings.base import env, postgres_options
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
-DATABASES = {"default": env.db("DATABASE_URL")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-database_pool(DATABASES["default"])
+DATABASES = {"default": postgres_options(env.db("DATABASE_URL"))}
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 

@@ -1,0 +1,86 @@
+"""The worker side of the lifecycle has its query count pinned: a run goes through Celery's
+own tracer in-process (`Task.apply`), so the signal handlers of jobs/worker.py, the task
+base and the run's fenced writes all take part, exactly as in a worker child.
+
+A fast run is one read (the claim) and one write (the final status, the running move folded
+in); a run that is marked running first adds one write; a job cancelled before its run is
+one read and no write. Each write is one statement (no BEGIN/COMMIT pairs) and one event.
+"""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from jobs import events
+from jobs.models import Job, JobStatus
+from jobs.registry import kind_get
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _statements(queries) -> list[str]:
+    return [q["sql"].split()[0].upper() for q in queries]
+
+
+def _run_in_process(job: Job) -> tuple[list[str], list[dict]]:
+    task = kind_get(job.kind).task
+    seen: list[dict] = []
+    events.listener_add(seen.append)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            task.apply(args=(str(job.id),), task_id=str(job.id))
+    finally:
+        events.listener_remove(seen.append)
+    return _statements(queries), [(e["status"], e["version"]) for e in seen]
+
+
+def _queued(**params) -> Job:
+    return Job.objects.create(kind="demo.sleep", status=JobStatus.QUEUED, params=params)
+
+
+def test_a_fast_run_is_one_claim_read_and_one_final_write(settings):
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60  # the keeper never marks it meanwhile
+    job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
+
+    statements, seen = _run_in_process(job)
+
+    assert statements == ["SELECT", "UPDATE"]
+    assert seen == [("succeeded", 2)]
+    job.refresh_from_db()
+    assert (job.status, job.version, job.attempts, job.deliveries) == ("succeeded", 2, 1, 1)
+    assert job.started_at is not None
+    assert job.finished_at >= job.started_at
+
+
+def test_a_run_marked_before_its_body_adds_one_write(settings):
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 0  # mark every run before its body runs
+    job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
+
+    statements, seen = _run_in_process(job)
+
+    assert statements == ["SELECT", "UPDATE", "UPDATE"]
+    assert seen == [("running", 2), ("succeeded", 3)]
+
+
+def test_a_failing_run_is_one_claim_read_and_one_final_write(settings):
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    job = _queued(seconds=0, steps=1, fail="error", fail_attempts=0, message="bad input")
+
+    statements, seen = _run_in_process(job)
+
+    assert statements == ["SELECT", "UPDATE"]
+    assert seen == [("failed", 2)]
+    job.refresh_from_db()
+    assert (job.status, job.error["message"]) == ("failed", "bad input")
+
+
+def test_a_job_cancelled_before_its_run_is_one_read_and_no_write():
+    job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
+    Job.objects.filter(id=job.id).update(status=JobStatus.CANCELLED, version=2)
+
+    statements, seen = _run_in_process(job)
+
+    assert statements == ["SELECT"]
+    assert seen == []
+    job.refresh_from_db()
+    assert (job.status, job.version) == ("cancelled", 2)
