@@ -31,6 +31,7 @@ from common import (
     database_prepare,
     django_setup,
     jobs_reset,
+    percentile,
     results_write,
     sized,
     wait_until,
@@ -103,13 +104,6 @@ def anchor_consumer(stop: threading.Event, delays: list, ready: threading.Event)
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     conn.drain_events(timeout=0.5)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def run_clients(port, token, job_ids, clients, delays, done, opened):
