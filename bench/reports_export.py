@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BIN, DATABASE_URL, bench_env, database_prepare, results_write
+from common import BIN, DATABASE_URL, bench_env, database_prepare, results_write, sized
 
 COUNTRIES = ("GB", "US", "FR", "DE", "NL", "ES", "IT", "SE", "PL", "IE")
 EXPORT_SQL = """
@@ -171,7 +171,9 @@ def size_run(rows: int, formats: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
+    parser.add_argument(
+        "--rows", default=sized("100000,1000000", "100000"), help="comma-separated sizes"
+    )
     parser.add_argument("--only", default="csv,xlsx", help="formats to measure")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
