@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -68,13 +69,19 @@ def log_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("logs")
 
 
+# The session worker while it runs (the `worker` fixture starts it on first use).
+_session_workers: list[Worker] = []
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker, log_dir):
     """One real Celery worker process for the session, on the test database and broker."""
     with django_db_blocker.unblock():
         queues_purge()
     process = Worker(log_dir=log_dir).start()
+    _session_workers.append(process)
     yield process
+    _session_workers.remove(process)
     process.stop()
 
 
@@ -93,10 +100,8 @@ def token_for(user) -> str:
     return token.key
 
 
-@pytest.fixture
-def worker_paused(worker):
-    """The session worker stops consuming (its consumers are cancelled) for one test, so
-    messages stay on the broker or go only to a worker the test starts itself."""
+@contextmanager
+def _consumers_paused(worker: Worker):
     import socket
 
     from config.celery_app import app
@@ -106,7 +111,29 @@ def worker_paused(worker):
     for queue in queues:
         app.control.cancel_consumer(queue, destination=[name], reply=True)
     queues_purge()
-    yield
-    queues_purge()
-    for queue in queues:
-        app.control.add_consumer(queue, destination=[name], reply=True)
+    try:
+        yield
+    finally:
+        queues_purge()
+        for queue in queues:
+            app.control.add_consumer(queue, destination=[name], reply=True)
+
+
+@pytest.fixture
+def worker_paused(worker):
+    """The session worker stops consuming (its consumers are cancelled) for one test, so
+    messages stay on the broker or go only to a worker the test starts itself."""
+    with _consumers_paused(worker):
+        yield
+
+
+@pytest.fixture
+def no_worker():
+    """Nothing consumes the test's messages: the session worker, if an earlier test started
+    it, is paused as by `worker_paused`; otherwise there is none to pause. For tests that
+    check what stays queued."""
+    if not _session_workers:
+        yield
+        return
+    with _consumers_paused(_session_workers[0]):
+        yield
