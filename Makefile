@@ -29,4 +29,4 @@ bench:
 chaos:
 	@scripts/bootstrap.sh dev
 	@scripts/services.sh
-	OFFLOAD_CHAOS_JOBS=$${OFFLOAD_CHAOS_JOBS:-20000} .venv/bin/python -m pytest tests/reliability -s -q -k "chaos or poison" -p no:cacheprovider
+	OFFLOAD_CHAOS_JOBS=$${OFFLOAD_CHAOS_JOBS:-5000} .venv/bin/python -m pytest tests/reliability -s -q -k "chaos or poison" -p no:cacheprovider
