@@ -48,7 +48,7 @@ def contacts_load(rows: int) -> float:
 
     started = time.monotonic()
     with psycopg.connect(DATABASE_URL) as conn:
-        conn.execute("TRUNCATE notifications_contact RESTART IDENTITY")
+        conn.execute("TRUNCATE notifications_emailsend, notifications_contact RESTART IDENTITY")
         columns = ("email, first_name, last_name, phone, country, attributes, "
                    "unsubscribed_at, created_at, updated_at")  # fmt: skip
         with conn.cursor().copy(f"COPY notifications_contact ({columns}) FROM STDIN") as copy:
