@@ -195,8 +195,9 @@ def main() -> None:
 
             def subscribers() -> int:
                 headers = {"Authorization": f"Token {staff_token}"}
+                # Instrumentation, not measured: it waits behind the streams being opened.
                 response = httpx.get(
-                    f"http://127.0.0.1:{port}/api/v1/events/stats", headers=headers
+                    f"http://127.0.0.1:{port}/api/v1/events/stats", headers=headers, timeout=60
                 )
                 assert response.status_code == 200, response.text
                 return response.json()["subscribers"]
