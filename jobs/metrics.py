@@ -103,6 +103,20 @@ def collector_register(collect: Callable[[], Iterable[Metric]]) -> None:
     _collectors.append(collect)
 
 
+def counts_gauge(
+    name: str, documentation: str, *, rows: Any, label: str, values: Iterable[str] = ()
+) -> GaugeMetricFamily:
+    """A gauge of row counts by one column: `rows` is a queryset, counted per `label` value
+    in one query; each of `values` is reported, as 0 when no row has it."""
+    from django.db.models import Count
+
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    counts = dict(rows.values_list(label).annotate(n=Count("id")).order_by())
+    for value in dict.fromkeys([*values, *counts]):
+        family.add_metric([value], counts.get(value, 0))
+    return family
+
+
 def _jobs_gauges() -> Iterable[Metric]:
     from django.db.models import Count
 
@@ -120,11 +134,12 @@ def _jobs_gauges() -> Iterable[Metric]:
     for status, queue, count in rows:
         waiting.add_metric([status, queue], count)
     yield waiting
-    dead = GaugeMetricFamily("offload_jobs_dead", "Dead jobs kept, by kind.", labels=["kind"])
-    rows = Job.objects.filter(status="dead").values_list("kind").annotate(n=Count("id")).order_by()
-    for kind, count in rows:
-        dead.add_metric([kind], count)
-    yield dead
+    yield counts_gauge(
+        "offload_jobs_dead",
+        "Dead jobs kept, by kind.",
+        rows=Job.objects.filter(status="dead"),
+        label="kind",
+    )
 
 
 def _broker_gauges() -> Iterable[Metric]:

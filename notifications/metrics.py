@@ -4,7 +4,7 @@ status, read from the database at scrape time."""
 
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from jobs import metrics as job_metrics
 from jobs.metrics import Counter
@@ -21,17 +21,15 @@ def attempt_count(*, outcome: str) -> None:
 
 
 def deliveries_gauges() -> Iterable[Metric]:
-    from django.db.models import Count
-
     from notifications.models import Delivery, DeliveryStatus
 
-    family = GaugeMetricFamily(
-        "offload_webhook_deliveries", "Webhook deliveries kept, by status.", labels=["status"]
+    yield job_metrics.counts_gauge(
+        "offload_webhook_deliveries",
+        "Webhook deliveries kept, by status.",
+        rows=Delivery.objects.all(),
+        label="status",
+        values=DeliveryStatus.values,
     )
-    counts = dict(Delivery.objects.values_list("status").annotate(n=Count("id")).order_by())
-    for status in DeliveryStatus.values:
-        family.add_metric([status], counts.get(status, 0))
-    yield family
 
 
 def metrics_install() -> None:

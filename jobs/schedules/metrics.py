@@ -4,10 +4,11 @@ that sent, skipped or failed something for it)."""
 
 from collections.abc import Iterable
 
-from django.db.models import Count, Max
+from django.db.models import Max
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from jobs.metrics import counts_gauge
 from jobs.models import BeatLease, ScheduleSlot, SlotOutcome
 from jobs.schedules.leader import LEASE_NAME
 
@@ -55,10 +56,10 @@ def beat_gauges() -> Iterable[Metric]:
     yield last
     yield claimed
 
-    slots = GaugeMetricFamily(
-        "offload_schedule_slots", "Schedule slots kept, by outcome.", labels=["outcome"]
+    yield counts_gauge(
+        "offload_schedule_slots",
+        "Schedule slots kept, by outcome.",
+        rows=ScheduleSlot.objects.all(),
+        label="outcome",
+        values=SlotOutcome.values,
     )
-    counts = dict(ScheduleSlot.objects.values_list("outcome").annotate(n=Count("id")).order_by())
-    for outcome in SlotOutcome.values:
-        slots.add_metric([outcome], counts.get(outcome, 0))
-    yield slots
