@@ -32,6 +32,9 @@ class Job(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="jobs",
+        # job_owner_created (owner, -created_at) serves the owner lookups: no second index
+        # to maintain on every status write.
+        db_index=False,
         help_text="Empty for system jobs (schedules, maintenance).",
     )
     params = models.JSONField(default=dict, blank=True)

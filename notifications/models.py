@@ -87,8 +87,12 @@ class Delivery(models.Model):
     """One webhook message to one URL, with every attempt to send it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # delivery_owner_created serves the owner lookups (see Meta).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+        db_index=False,
     )
     endpoint = models.ForeignKey(
         Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
@@ -98,9 +102,9 @@ class Delivery(models.Model):
     )
     url = models.CharField(max_length=2000)
     event_type = models.CharField(max_length=50)
-    message_id = models.CharField(max_length=64, unique=True, help_text="The webhook-id header.")
+    message_id = models.CharField(max_length=64, help_text="The webhook-id header.")
     # One delivery per (job version, target): a repeated event queues nothing twice.
-    dedupe_key = models.CharField(max_length=200, unique=True)
+    dedupe_key = models.CharField(max_length=200)
     payload = models.JSONField()
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
@@ -119,9 +123,22 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "deliveries"
+        # Every attempt rewrites the row's status, which PostgreSQL cannot do in place
+        # (status is indexed), so each index here costs an insert per attempt: only the
+        # ones a query uses. Unique constraints, not `unique=True`, so PostgreSQL gets no
+        # second `varchar_pattern_ops` index nothing reads.
+        constraints = [
+            models.UniqueConstraint(fields=["message_id"], name="delivery_message_id_unique"),
+            models.UniqueConstraint(fields=["dedupe_key"], name="delivery_dedupe_key_unique"),
+        ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="delivery_owner_created"),
-            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            # The sweeper's due and stale deliveries; finished ones never enter it.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="delivery_due",
+                condition=models.Q(status__in=["pending", "sending", "retrying"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -84,3 +84,52 @@ def test_a_job_cancelled_before_its_run_is_one_read_and_no_write():
     assert seen == []
     job.refresh_from_db()
     assert (job.status, job.version) == ("cancelled", 2)
+
+
+def test_a_webhook_attempt_is_four_statements_with_asynchronous_bookkeeping(
+    settings, django_user_model
+):
+    """Claim read, delivery claim, attempt record, final write. The two delivery writes
+    commit without waiting for their WAL flush (`SET LOCAL` in the same query), and the
+    setting does not outlive them."""
+    from notifications import services
+    from notifications.models import Delivery
+    from tests.eventclients import WebhookReceiver
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    owner = django_user_model.objects.create_user("hooks")
+    receiver = WebhookReceiver()
+    try:
+        endpoint = services.endpoint_create(owner=owner, url=receiver.url, event_types=[])
+        receiver.secrets = [endpoint.secret]
+        target = Job.objects.create(kind="demo.sleep", owner=owner, status="succeeded")
+        delivery = Delivery.objects.create(
+            owner=owner,
+            endpoint=endpoint,
+            job=target,
+            url=endpoint.url,
+            event_type="job.succeeded",
+            message_id="msg_query_counts",
+            dedupe_key="query-counts",
+            payload={"type": "job.succeeded", "data": {"job_id": str(target.id)}},
+        )
+        job = Job.objects.create(
+            kind=services.DELIVER_KIND, params={"delivery_id": str(delivery.id)}
+        )
+
+        statements, seen = _run_in_process(job)
+
+        assert statements == ["SELECT", "SET", "SET", "UPDATE"]
+        assert seen == [("succeeded", 2)]
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+            "succeeded",
+            1,
+            200,
+        )
+        assert [r["verified"] for r in receiver.requests] == [{endpoint.secret: True}]
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+    finally:
+        receiver.close()
