@@ -95,6 +95,40 @@ def test_bulk_submit_with_one_bad_item_queues_nothing(api):
     assert Job.objects.count() == 0
 
 
+def test_bulk_submit_names_each_bad_item_and_only_those(api):
+    """One params serializer serves a whole batch: an item's errors must not leak into the
+    next item, and each item is validated against its own params."""
+    jobs = [
+        {"kind": "demo.sleep", "params": {"seconds": 1}},
+        {"kind": "demo.sleep", "params": {"seconds": -1}},
+        {"kind": "demo.sleep", "params": {"steps": 2}},
+        {"kind": "demo.sleep", "params": {"steps": 0}},
+        {"kind": "demo.sleep", "params": {"seconds": 2, "steps": 3}},
+    ]
+
+    response = api.post("/api/v1/jobs/bulk", {"jobs": jobs}, format="json")
+
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]["jobs"]
+    assert sorted(fields) == ["1", "3"]
+    assert list(fields["1"]["params"]) == ["seconds"]
+    assert list(fields["3"]["params"]) == ["steps"]
+    assert Job.objects.count() == 0
+
+    # Validated in one batch, each item stores what it stores when submitted on its own.
+    good = [jobs[0], jobs[2], jobs[4]]
+    response = api.post("/api/v1/jobs/bulk", {"jobs": good}, format="json")
+    assert response.status_code == 202
+    in_bulk = [Job.objects.get(id=job["id"]).params for job in response.json()["jobs"]]
+    alone = []
+    for job in good:
+        single = api.post("/api/v1/jobs", job, format="json")
+        assert single.status_code == 202
+        alone.append(Job.objects.get(id=single.json()["id"]).params)
+    assert in_bulk == alone
+    assert [(p["seconds"], p["steps"]) for p in in_bulk] == [(1.0, 10), (0.0, 2), (2.0, 3)]
+
+
 def test_bulk_submit_over_the_limit_is_refused(api, settings):
     settings.OFFLOAD_BULK_MAX = 3
     response = api.post("/api/v1/jobs/bulk", {"jobs": [{"kind": "demo.sleep"}] * 4}, format="json")
