@@ -85,12 +85,12 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line} [{' '.join(tags)}]" if tags else line
 
 
-def _request_id(request: HttpRequest) -> str:
+def request_id_from(request: HttpRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _request_log(request: HttpRequest, response: HttpResponse, started: float) -> None:
+def request_log(request: HttpRequest, response: HttpResponse, started: float, **extra: Any) -> None:
     request_logger.info(
         "%s %s %s",
         request.method,
@@ -101,6 +101,7 @@ def _request_log(request: HttpRequest, response: HttpResponse, started: float) -
             "path": request.path,
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            **extra,
         },
     )
 
@@ -123,11 +124,11 @@ class RequestIdMiddleware:
         if self.is_async:
             return self._acall(request)
         started = time.perf_counter()
-        request_id = _request_id(request)
+        request_id = request_id_from(request)
         token = log_context_set(request_id=request_id)
         try:
             response = self.get_response(request)
-            _request_log(request, response, started)
+            request_log(request, response, started)
         finally:
             log_context_reset(token)
         response[REQUEST_ID_HEADER] = request_id
@@ -135,11 +136,11 @@ class RequestIdMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        request_id = _request_id(request)
+        request_id = request_id_from(request)
         token = log_context_set(request_id=request_id)
         try:
             response = await self.get_response(request)
-            _request_log(request, response, started)
+            request_log(request, response, started)
         finally:
             log_context_reset(token)
         response[REQUEST_ID_HEADER] = request_id

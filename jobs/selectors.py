@@ -24,8 +24,12 @@ def job_get(*, user: AbstractBaseUser, job_id: str | uuid.UUID) -> Job:
         raise NotFound(f"{str(job_id)[:80]!r} is not a job id: job ids are UUIDs.") from None
     job = jobs_visible(user=user).filter(id=job_uuid).first()
     if job is None:
-        raise NotFound(f"No job {job_uuid} among the jobs you can see.")
+        raise job_not_found(job_uuid)
     return job
+
+
+def job_not_found(job_id: uuid.UUID) -> NotFound:
+    return NotFound(f"No job {job_id} among the jobs you can see.")
 
 
 def job_version(*, user: AbstractBaseUser, job_id: uuid.UUID) -> int | None:

@@ -256,6 +256,11 @@ OFFLOAD_MAX_PARAMS_BYTES = env.int("OFFLOAD_MAX_PARAMS_BYTES", default=64 * 1024
 OFFLOAD_BULK_MAX = env.int("OFFLOAD_BULK_MAX", default=1000)
 # Longest `?wait=` a status read may long-poll for, in seconds.
 OFFLOAD_LONG_POLL_MAX = env.int("OFFLOAD_LONG_POLL_MAX", default=30)
+# The status read's fast path (jobs/api/fastread.py): `GET /api/v1/jobs/{id}` with a token,
+# answered before Django with one query (PostgreSQL only), and the connections each web
+# process keeps for it on top of Django's own.
+OFFLOAD_FAST_READ = env.bool("OFFLOAD_FAST_READ", default=True)
+OFFLOAD_FAST_READ_POOL_SIZE = env.int("OFFLOAD_FAST_READ_POOL_SIZE", default=4)
 # Least time between two progress writes of one job, in seconds.
 OFFLOAD_PROGRESS_INTERVAL = env.float("OFFLOAD_PROGRESS_INTERVAL", default=0.25)
 # A run still going after this many seconds is marked running (shorter runs write once).

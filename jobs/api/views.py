@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -27,7 +28,7 @@ from jobs.api.serializers import (
 )
 from jobs.errors import OffloadError, PermissionDenied
 from jobs.fanout import OVERFLOW, RESYNC, hub
-from jobs.models import Job, JobStatus
+from jobs.models import TERMINAL_STATUSES, Job, JobStatus
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 ERRORS = {
@@ -37,8 +38,20 @@ ERRORS = {
 }
 
 
-def _etag(job: Job) -> str:
+def _etag(job: Any) -> str:
     return f'"{job.id.hex}-{job.version}"'
+
+
+def detail_headers(job: Any) -> dict[str, str]:
+    """The headers of a status read (also answered by jobs/api/fastread.py)."""
+    headers = {"ETag": _etag(job), "Cache-Control": "private, no-cache"}
+    if job.status not in TERMINAL_STATUSES:
+        headers["Retry-After"] = "1"
+    return headers
+
+
+def not_modified(headers: dict[str, str], if_none_match: str | None) -> bool:
+    return headers["ETag"] in (if_none_match or "")
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -176,11 +189,8 @@ class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         _wait_seconds(request.query_params.get("wait"))
         job = selectors.job_get(user=request.user, job_id=job_id)
-        etag = _etag(job)
-        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-        if not job.is_finished:
-            headers["Retry-After"] = "1"
-        if etag in request.headers.get("If-None-Match", ""):
+        headers = detail_headers(job)
+        if not_modified(headers, request.headers.get("If-None-Match")):
             return Response(status=304, headers=headers)
         return Response(JobSerializer(job, context={"request": request}).data, headers=headers)
 
