@@ -28,9 +28,10 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs.errors import NotFound, OffloadError
 from jobs.models import FilePurpose, StoredFile
@@ -339,26 +340,49 @@ def output_save(
         _, digest = _head_and_hash(content)
         size = content.size
     output_file_write(name=name, content=content)
-    values = {
-        "owner_id": owner_id,
-        "purpose": purpose,
-        "content_type": content_type,
-        "size": size,
-        "sha256": digest,
-        "width": width,
-        "height": height,
-        "job_id": job_id,
-        "original_name": name.rsplit("/", 1)[-1],
-    }
-    # Insert, or update the row an earlier delivery wrote (same name), in one statement;
-    # then read it back: on a conflict the row keeps its first id.
-    StoredFile.objects.bulk_create(
-        [StoredFile(storage_name=name, **values)],
-        update_conflicts=True,
-        unique_fields=["storage_name"],
-        update_fields=[*values, "updated_at"],
+    return _record_upsert(
+        StoredFile(
+            storage_name=name,
+            owner_id=owner_id,
+            purpose=purpose,
+            content_type=content_type,
+            size=size,
+            sha256=digest,
+            width=width,
+            height=height,
+            job_id=job_id,
+            original_name=name.rsplit("/", 1)[-1],
+        )
     )
-    return StoredFile.objects.get(storage_name=name)
+
+
+def _record_upsert(record: StoredFile) -> StoredFile:
+    """Insert the record, or update the row an earlier delivery wrote under the same
+    storage name, in one statement that returns the row as stored (on a conflict it keeps
+    its first id and created_at). No transaction around it and no read after it: a
+    thumbnail job's output costs one round trip instead of four (about 1 ms of its 40)."""
+    meta = StoredFile._meta
+    quote = connection.ops.quote_name
+    record.created_at = record.updated_at = timezone.now()
+    fields = meta.concrete_fields
+    columns = ", ".join(quote(field.column) for field in fields)
+    kept = {"id", "created_at", "storage_name"}
+    sets = ", ".join(
+        f"{quote(field.column)} = excluded.{quote(field.column)}"
+        for field in fields
+        if field.name not in kept
+    )
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({quote(meta.get_field('storage_name').column)}) DO UPDATE SET {sets} "
+        f"RETURNING {columns}"
+    )
+    params = [
+        field.get_db_prep_save(getattr(record, field.attname), connection) for field in fields
+    ]
+    # A raw queryset converts the returned values as a read would (UUIDs and times on SQLite).
+    return next(iter(StoredFile.objects.raw(sql, params)))
 
 
 def output_file_write(*, name: str, content: bytes | File) -> None:

@@ -2,6 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 
 
 class Contact(models.Model):
@@ -14,8 +15,10 @@ class Contact(models.Model):
     country = models.CharField(max_length=2, blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # Database defaults too: an import's COPY leaves both out, so no timestamp is parsed
+    # per row and the rows of one statement share it (contact_writers.py relies on that).
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         ordering = ["email"]

@@ -159,7 +159,8 @@ def image_load(fp: Any, *, box: int) -> tuple[Image.Image, tuple[int, int]]:
             f"The {image.format} image data cannot be decoded ({exc}); the file is truncated "
             "or damaged. Upload it again."
         ) from exc
-    return ImageOps.exif_transpose(image), (width, height)
+    ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
+    return image, (width, height)
 
 
 def _has_alpha(image: Image.Image) -> bool:

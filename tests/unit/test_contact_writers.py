@@ -1,6 +1,9 @@
 """The contact upsert writers on the real database: counts per batch, last row wins across
 batches, only the file's columns are written, and the threaded pipeline commits in order."""
 
+import json
+import random
+
 import pytest
 
 from notifications.contact_writers import WritePipeline, contact_writer
@@ -72,3 +75,129 @@ def test_values_with_tabs_backslashes_and_newlines_survive_copy():
     contact = Contact.objects.get(email="t@x.io")
     assert contact.first_name == value
     assert contact.attributes == {"k": "\\ \t"}
+
+
+def test_an_unchanged_contact_seen_again_later_is_a_duplicate_and_the_last_row_wins():
+    Contact.objects.create(email="kept@x.io", first_name="Kept")
+    writer = contact_writer(fields=["first_name"])
+    writer.open()
+    try:
+        first = writer.write([row("kept@x.io", "Kept")])
+        again = writer.write([row("kept@x.io", "Kept")])
+        changed = writer.write([row("kept@x.io", "Changed")])
+    finally:
+        writer.close()
+
+    assert (first.unchanged, first.duplicates) == (1, 0)
+    assert (again.unchanged, again.duplicates) == (0, 1)
+    assert (changed.updated, changed.duplicates) == (0, 1)
+    assert Contact.objects.get(email="kept@x.io").first_name == "Changed"
+
+
+def test_into_an_empty_table_batches_are_copied_and_an_existing_email_falls_back():
+    writer = contact_writer(fields=FIELDS)
+    writer.open()
+    try:
+        assert writer.direct  # nothing to collide with: the first batch is copied as is
+        first = writer.write([row(f"n{i}@x.io", "N") for i in range(5)])
+        # Someone else writes one of the next batch's emails meanwhile: the direct COPY
+        # meets it, rolls back whole, and the batch is upserted instead.
+        Contact.objects.create(email="m2@x.io", first_name="Theirs")
+        mixed = writer.write([row(f"m{i}@x.io", "M") for i in range(5)])
+        assert not writer.direct
+        new_again = writer.write([row(f"p{i}@x.io", "P") for i in range(5)])
+        assert writer.direct  # that batch was all new: the next one is tried directly
+        repeated = writer.write([row("n0@x.io", "N"), row("q@x.io", "Q")])
+    finally:
+        writer.close()
+
+    assert (first.inserted, first.updated, first.duplicates) == (5, 0, 0)
+    assert (mixed.inserted, mixed.updated, mixed.duplicates) == (4, 1, 0)
+    assert (new_again.inserted, new_again.updated) == (5, 0)
+    assert (repeated.inserted, repeated.duplicates) == (1, 1)
+    assert Contact.objects.count() == 16
+    assert Contact.objects.get(email="m2@x.io").first_name == "M"
+    copied = Contact.objects.get(email="n1@x.io")
+    assert copied.created_at == copied.updated_at  # the COPY statement's time, both
+
+
+def test_counts_and_contents_match_a_model_of_the_rules_over_random_files():
+    """Random files over a small set of emails, some stored beforehand: every batch's
+    counts and the final table are what the rules say, whichever way each batch went
+    (direct COPY, fallback, upsert)."""
+    rng = random.Random(7)
+    for _ in range(25):
+        Contact.objects.all().delete()
+        emails = [f"r{i}@x.io" for i in range(rng.randint(3, 30))]
+        fields = [name for name in FIELDS if rng.random() < 0.6]
+        stored = {}
+        for email in rng.sample(emails, rng.randint(0, len(emails))):
+            stored[email] = {"first_name": rng.choice("AB"), "country": rng.choice(["", "GB"])}
+            stored[email]["attributes"] = rng.choice([{}, {"k": "1"}])
+            Contact.objects.create(email=email, **stored[email])
+        batches = [
+            list({r[0]: r for r in (_random_row(rng, emails, fields) for _ in range(8))}.values())
+            for _ in range(rng.randint(1, 5))
+        ]
+        expected = _model(stored, batches, fields)
+
+        writer = contact_writer(fields=fields)
+        writer.open()
+        try:
+            counts = [vars(writer.write(batch)) for batch in batches]
+        finally:
+            writer.close()
+
+        assert counts == expected
+        table = {
+            c.email: {"first_name": c.first_name, "country": c.country, "attributes": c.attributes}
+            for c in Contact.objects.all()
+        }
+        assert table == stored
+
+
+def _random_row(rng, emails, fields):
+    values = {
+        "first_name": rng.choice("AB"),
+        "country": rng.choice(["", "GB"]),
+        "attributes": rng.choice(["{}", '{"k": "1"}', '{"k": "2"}']),
+    }
+    return row(
+        rng.choice(emails),
+        first=values["first_name"] if "first_name" in fields else "",
+        country=values["country"] if "country" in fields else "",
+        attributes=values["attributes"] if "attributes" in fields else "{}",
+    )
+
+
+def _model(stored, batches, fields):
+    """The import rules, applied to `stored` in place; returns each batch's counts."""
+    seen, out = set(), []
+    for batch in batches:
+        counts = dict.fromkeys(("inserted", "updated", "unchanged", "duplicates"), 0)
+        for email, first, _, _, country, attributes in batch:
+            new = {"first_name": first, "country": country, "attributes": json.loads(attributes)}
+            old = stored.get(email)
+            written = {
+                name: (
+                    {**old["attributes"], **new["attributes"]}
+                    if name == "attributes"
+                    else new[name]
+                )
+                for name in new
+                if old is not None and name in fields
+            }
+            differs = old is None or any(old[name] != value for name, value in written.items())
+            if email in seen:
+                counts["duplicates"] += 1
+            elif old is None:
+                counts["inserted"] += 1
+            else:
+                counts["updated" if differs else "unchanged"] += 1
+            seen.add(email)
+            if old is None:
+                stored[email] = new
+            elif differs:
+                old.update(written)
+        out.append(counts)
+    return out
