@@ -5,20 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('notifications', '0004_contact_indexes'),
+        ("notifications", "0005_lean_indexes"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='contact',
-            name='created_at',
-            field=models.DateTimeField(auto_now_add=True, db_default=django.db.models.functions.datetime.Now()),
+            model_name="contact",
+            name="created_at",
+            field=models.DateTimeField(
+                auto_now_add=True, db_default=django.db.models.functions.datetime.Now()
+            ),
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='updated_at',
-            field=models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now()),
+            model_name="contact",
+            name="updated_at",
+            field=models.DateTimeField(
+                auto_now=True, db_default=django.db.models.functions.datetime.Now()
+            ),
         ),
     ]
