@@ -55,9 +55,7 @@ class EncodedBatch:
 # The PostgreSQL writer's tables, all temporary (not WAL-logged): the batch (emptied at
 # each commit); the emails matched but left unchanged so far, as 64-bit hashes (small keys
 # keep the index cheap; a collision, about 1 in 10^7 for a 10-million-row file, only
-# miscounts one row); the statement times of the batches written. Then whether contacts
-# is empty: the first batch has no previous one to go by, and into an empty table it is
-# written directly.
+# miscounts one row); the statement times of the batches written.
 _OPEN = f"""
     DROP TABLE IF EXISTS pg_temp.{_BATCH}, pg_temp.{_SEEN}, pg_temp.{_STAMPS};
     CREATE TEMPORARY TABLE {_BATCH} (
@@ -66,8 +64,7 @@ _OPEN = f"""
     ) ON COMMIT DELETE ROWS;
     CREATE TEMPORARY TABLE {_SEEN} (hash bigint PRIMARY KEY);
     CREATE TEMPORARY TABLE {_STAMPS} (stamp timestamptz PRIMARY KEY);
-    SELECT NOT EXISTS (SELECT FROM {_TABLE});
-"""  # noqa: S608
+"""
 # What a concurrent writer of the same contacts can cause; the batch is written again.
 _RACES = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -178,12 +175,11 @@ class PostgresContactWriter:
 
     def open(self) -> None:
         # One request, one transaction: the tables' catalog rows are committed (and
-        # flushed) once.
+        # flushed) once. The first batch has no previous one to go by and takes the
+        # upsert. (Asking whether contacts is empty instead is not cheap: after a mass
+        # delete, until vacuum, it reads every dead row.)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_OPEN)
-            while cursor.cursor.nextset():  # to the last statement's result
-                pass
-            (self.direct,) = cursor.fetchone()
 
     def encode(self, rows: Sequence[tuple[str, ...]]) -> "EncodedBatch":
         """The batch in COPY's text format, in email order (so a pipeline can do this on

@@ -94,31 +94,33 @@ def test_an_unchanged_contact_seen_again_later_is_a_duplicate_and_the_last_row_w
     assert Contact.objects.get(email="kept@x.io").first_name == "Changed"
 
 
-def test_into_an_empty_table_batches_are_copied_and_an_existing_email_falls_back():
+def test_batches_after_an_all_new_one_are_copied_and_an_existing_email_falls_back():
     writer = contact_writer(fields=FIELDS)
     writer.open()
     try:
-        assert writer.direct  # nothing to collide with: the first batch is copied as is
-        first = writer.write([row(f"n{i}@x.io", "N") for i in range(5)])
+        first = writer.write([row(f"n{i}@x.io", "N") for i in range(5)])  # the upsert
+        assert writer.direct  # that batch was all new: the next one is copied as is
+        copied = writer.write([row(f"o{i}@x.io", "O") for i in range(5)])
         # Someone else writes one of the next batch's emails meanwhile: the direct COPY
         # meets it, rolls back whole, and the batch is upserted instead.
         Contact.objects.create(email="m2@x.io", first_name="Theirs")
         mixed = writer.write([row(f"m{i}@x.io", "M") for i in range(5)])
         assert not writer.direct
         new_again = writer.write([row(f"p{i}@x.io", "P") for i in range(5)])
-        assert writer.direct  # that batch was all new: the next one is tried directly
-        repeated = writer.write([row("n0@x.io", "N"), row("q@x.io", "Q")])
+        assert writer.direct
+        repeated = writer.write([row("n0@x.io", "N"), row("o1@x.io", "O"), row("q@x.io", "Q")])
     finally:
         writer.close()
 
     assert (first.inserted, first.updated, first.duplicates) == (5, 0, 0)
+    assert (copied.inserted, copied.updated, copied.duplicates) == (5, 0, 0)
     assert (mixed.inserted, mixed.updated, mixed.duplicates) == (4, 1, 0)
     assert (new_again.inserted, new_again.updated) == (5, 0)
-    assert (repeated.inserted, repeated.duplicates) == (1, 1)
-    assert Contact.objects.count() == 16
+    assert (repeated.inserted, repeated.duplicates) == (1, 2)  # both earlier paths seen
+    assert Contact.objects.count() == 21
     assert Contact.objects.get(email="m2@x.io").first_name == "M"
-    copied = Contact.objects.get(email="n1@x.io")
-    assert copied.created_at == copied.updated_at  # the COPY statement's time, both
+    contact = Contact.objects.get(email="o1@x.io")
+    assert contact.created_at == contact.updated_at  # the COPY statement's time, both
 
 
 def test_counts_and_contents_match_a_model_of_the_rules_over_random_files():
