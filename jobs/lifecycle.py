@@ -60,6 +60,17 @@ RETURNED = (
     "callback_url",
 )
 TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED})
+# Columns a terminal move also returns for the after-commit hooks, computed by the same
+# statement instead of a query of their own: {name: SQL expression over the job's row}.
+_TERMINAL_EXTRAS: dict[str, str] = {}
+
+
+def terminal_returning_add(name: str, expression: str) -> None:
+    """Have every terminal move also return `expression` (SQL written in code, never from
+    input; it may name the job's columns, e.g. `owner_id`) as `row[name]`."""
+    if not name.isidentifier() or name in RETURNED:
+        raise ValueError(f"bad extra column name {name!r}")
+    _TERMINAL_EXTRAS[name] = expression
 
 
 class Coalesce:
@@ -99,6 +110,7 @@ def _update(
     returning: Iterable[str] = RETURNED,
     version: int | None = None,
     bump: bool = True,
+    before: Iterable[tuple[str, list[Any]]] = (),
 ) -> dict[str, Any] | None:
     job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     statuses = list(where_status)
@@ -115,6 +127,10 @@ def _update(
             assignments.append(f"{name} = %s")
         params.append(_adapt(name, value))
     returning = tuple(returning)
+    columns = list(returning)
+    if sets.get("status") in TERMINAL and _TERMINAL_EXTRAS:
+        returning += tuple(_TERMINAL_EXTRAS)
+        columns += [f"({expression}) AS {name}" for name, expression in _TERMINAL_EXTRAS.items()]
     # Column names come from this module's callers, never from input; values are bound.
     sql = (
         f"UPDATE {_TABLE} SET {', '.join(assignments)} "  # noqa: S608
@@ -125,9 +141,19 @@ def _update(
     if version is not None:
         sql += " AND version = %s"
         params.append(version)
-    sql += f" RETURNING {', '.join(returning)}"
+    sql += f" RETURNING {', '.join(columns)}"
+    before = list(before)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if before:
+            # One query, so one round trip and one transaction (see multi_statement_ok).
+            cursor.execute(
+                ";\n".join([*(statement for statement, _ in before), sql]),
+                [*(value for _, values in before for value in values), *params],
+            )
+            for _ in before:
+                cursor.nextset()
+        else:
+            cursor.execute(sql, params)
         values = cursor.fetchone()
     if values is None:
         return None
@@ -140,6 +166,13 @@ def _update(
         key = row["concurrency_key"]
         transaction.on_commit(lambda: concurrency.slots_release(key=key))
     return row
+
+
+def multi_statement_ok() -> bool:
+    """Whether several statements can go in one query: PostgreSQL with client-side binding
+    sends them in one simple-protocol message, which runs as one transaction."""
+    options = connection.settings_dict.get("OPTIONS", {})
+    return connection.vendor == "postgresql" and not options.get("server_side_binding")
 
 
 def _job_id_param(job_id: uuid.UUID) -> Any:
@@ -222,15 +255,19 @@ def job_run_write(
     sets: dict[str, Any] | None = None,
     where_status: Iterable[str] = RUN_SOURCES,
     bump: bool = True,
+    before: Iterable[tuple[str, list[Any]]] = (),
 ) -> dict[str, Any] | None:
     """A write by the run holding `version` (its fencing token). Returns the row (with the
-    new version), or None when anything else changed the job since."""
+    new version), or None when anything else changed the job since. `before`: statements
+    (SQL, params) sent ahead of it in the same query and transaction, which run whether or
+    not the job's write matches (only where `multi_statement_ok()`)."""
     return _update(
         job_id,
         sets={"status": str(to), **(sets or {})},
         where_status=where_status,
         version=version,
         bump=bump,
+        before=before,
     )
 
 

@@ -53,6 +53,7 @@ class JobRun:
     started_at: datetime = field(default_factory=timezone.now)
     marked: bool = False
     finished: bool = False
+    _with_finish: list[tuple[str, list[Any]]] = field(default_factory=list, repr=False)
     _last_write: float = field(default=0.0, repr=False)
     _last_beat: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -123,6 +124,28 @@ class JobRun:
 
         return db_retry(leases.lease_fence, job_id=self.id)
 
+    def with_finish(self, sql: str, params: list[Any]) -> None:
+        """Have `sql` (the kind's own bookkeeping) sent in the same query and transaction as
+        the run's final write: one round trip and one commit instead of two. It runs whatever
+        the outcome, even when the job's write is refused; where several statements cannot
+        share a query, and for a run that ends without a final write, it runs on its own."""
+        if not lifecycle.multi_statement_ok():
+            _execute(sql, params)
+            return
+        with self._lock:
+            if not self.finished:
+                self._with_finish.append((sql, params))
+                return
+        _execute(sql, params)
+
+    def with_finish_flush(self) -> None:
+        """Run what is still waiting for a final write that did not come (the run ended
+        without one: cancelled, or ignored)."""
+        with self._lock:
+            waiting, self._with_finish = self._with_finish, []
+        for sql, params in waiting:
+            db_retry(_execute, sql, params)
+
     def finish(self, to: str, sets: dict[str, Any]) -> bool:
         """The run's terminal (or retrying) write, folding in the running move if the run
         was never marked."""
@@ -131,7 +154,12 @@ class JobRun:
                 return False
             self.finished = True
             start = {} if self.marked else self._start_sets()
-            written = self._write(to, {**start, **sets})
+            before, self._with_finish = self._with_finish, []
+            try:
+                written = self._write(to, {**start, **sets}, before=before)
+            except BaseException:
+                self._with_finish = before  # run_end() tries them again on their own
+                raise
         if written:
             metrics.run_observe(
                 kind=self.kind, status=to, started=self.started_at, finished=timezone.now()
@@ -227,10 +255,18 @@ def run_begin(run: JobRun | None) -> None:
     _current.set(run)
 
 
+def _execute(sql: str, params: list[Any]) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def run_end() -> None:
     run = _current.get()
     if run is not None:
         run.finished = True
+        run.with_finish_flush()
     _current.set(None)
     _reject.set(False)
 

@@ -29,7 +29,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.errors import OffloadError
-from jobs.models import TERMINAL_STATUSES
+from jobs.models import TERMINAL_STATUSES, Job
+from jobs.runtime import current_run
 from notifications import metrics, outbound, signing
 from notifications.models import (
     CallbackSecret,
@@ -129,6 +130,15 @@ def endpoint_update(*, endpoint: Endpoint, **changes: Any) -> Endpoint:
 # --- queueing --------------------------------------------------------------------------
 
 
+# Returned by each terminal job move (jobs/lifecycle.py): most owners have no endpoint, and
+# their finished jobs then cost no endpoints query.
+HAS_ENDPOINTS = "owner_has_endpoints"
+HAS_ENDPOINTS_SQL = (
+    f"EXISTS (SELECT 1 FROM {Endpoint._meta.db_table} e "  # noqa: S608
+    f"WHERE e.owner_id = {Job._meta.db_table}.owner_id AND e.enabled)"
+)
+
+
 def deliveries_queue_for_event(event: dict[str, Any], row: dict[str, Any]) -> None:
     """The events hook (jobs/events.py): queue the deliveries of a terminal event. Never
     fails the job move it follows; a delivery left pending is released by the sweeper."""
@@ -137,6 +147,9 @@ def deliveries_queue_for_event(event: dict[str, Any], row: dict[str, Any]) -> No
         return
     if event["kind"] == DELIVER_KIND:
         return
+    has_endpoints = row.get(HAS_ENDPOINTS)
+    if not row.get("callback_url") and has_endpoints is not None and not has_endpoints:
+        return  # the finishing statement found no enabled endpoint of the owner's
     try:
         deliveries = deliveries_create(
             event=event, owner_id=owner_id, callback_url=row.get("callback_url") or ""
@@ -357,21 +370,25 @@ def _record(delivery: Delivery, entry: dict[str, Any], *, outcome: str) -> dict[
     def when(value: Any) -> Any:
         return value if postgres or value is None else value.isoformat(" ")
 
-    with connection.cursor() as cursor:
-        _bookkeeping_execute(
-            cursor,
-            _RECORD_SQL.format(delivery=Delivery._meta.db_table),
-            [
-                outcome,
-                when(delivery.next_attempt_at),
-                delivery.last_status_code,
-                delivery.last_error,
-                delivery.last_latency_ms,
-                json.dumps(delivery.log, separators=(",", ":")),
-                when(now),
-                delivery.id if connection.features.has_native_uuid_field else delivery.id.hex,
-            ],
-        )
+    sql = _RECORD_SQL.format(delivery=Delivery._meta.db_table)
+    params = [
+        outcome,
+        when(delivery.next_attempt_at),
+        delivery.last_status_code,
+        delivery.last_error,
+        delivery.last_latency_ms,
+        json.dumps(delivery.log, separators=(",", ":")),
+        when(now),
+        delivery.id if connection.features.has_native_uuid_field else delivery.id.hex,
+    ]
+    run = current_run()
+    if run is not None and outcome != DeliveryStatus.RETRYING:
+        # A final outcome rides with the attempt job's own final write: one round trip and
+        # one commit. (A retry is written now: its release task is queued right after.)
+        run.with_finish(sql, params)
+    else:
+        with connection.cursor() as cursor:
+            _bookkeeping_execute(cursor, sql, params)
     metrics.attempt_count(outcome=outcome)
     if delay is not None and delay <= settings.OFFLOAD_WEBHOOK_COUNTDOWN_MAX:
         from notifications.tasks import delivery_release_task

@@ -86,12 +86,10 @@ def test_a_job_cancelled_before_its_run_is_one_read_and_no_write():
     assert (job.status, job.version) == ("cancelled", 2)
 
 
-def test_a_webhook_attempt_is_four_statements_with_asynchronous_bookkeeping(
-    settings, django_user_model
-):
-    """Claim read, delivery claim, attempt record, final write. The two delivery writes
-    commit without waiting for their WAL flush (`SET LOCAL` in the same query), and the
-    setting does not outlive them."""
+def test_a_webhook_attempt_is_three_round_trips(settings, django_user_model):
+    """Claim read; delivery claim; the attempt's record sent in one query with the job's
+    final write (one transaction). The delivery claim commits without waiting for its WAL
+    flush (`SET LOCAL` in the same query), and the setting does not outlive it."""
     from notifications import services
     from notifications.models import Delivery
     from tests.eventclients import WebhookReceiver
@@ -117,10 +115,15 @@ def test_a_webhook_attempt_is_four_statements_with_asynchronous_bookkeeping(
             kind=services.DELIVER_KIND, params={"delivery_id": str(delivery.id)}
         )
 
-        statements, seen = _run_in_process(job)
+        task = kind_get(job.kind).task
+        with CaptureQueriesContext(connection) as queries:
+            task.apply(args=(str(job.id),), task_id=str(job.id))
 
-        assert statements == ["SELECT", "SET", "SET", "UPDATE"]
-        assert seen == [("succeeded", 2)]
+        assert _statements(queries) == ["SELECT", "SET", "UPDATE"]
+        last = queries[-1]["sql"]
+        assert last.index("UPDATE notifications_delivery") < last.index("UPDATE jobs_job")
+        job.refresh_from_db()
+        assert (job.status, job.result["status"]) == ("succeeded", "succeeded")
         delivery.refresh_from_db()
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
             "succeeded",
@@ -133,3 +136,61 @@ def test_a_webhook_attempt_is_four_statements_with_asynchronous_bookkeeping(
             assert cursor.fetchone() == ("on",)
     finally:
         receiver.close()
+
+
+def test_an_owned_run_costs_no_endpoints_query_when_its_owner_has_none_enabled(
+    settings, django_user_model
+):
+    """The final write itself returns whether the owner has an enabled endpoint, so the
+    webhook hook asks nothing more of the database for the many owners without one."""
+    from notifications import services
+    from notifications.models import Delivery
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    owner = django_user_model.objects.create_user("no-hooks")
+    other = django_user_model.objects.create_user("other-hooks")
+    services.endpoint_create(
+        owner=owner, url="https://hooks.example.com/off", event_types=[], enabled=False
+    )
+    services.endpoint_create(owner=other, url="https://hooks.example.com/other", event_types=[])
+    job = Job.objects.create(
+        kind="demo.sleep",
+        owner=owner,
+        status=JobStatus.QUEUED,
+        params={"seconds": 0, "steps": 1, "fail": "", "fail_attempts": 0, "message": ""},
+    )
+
+    statements, seen = _run_in_process(job)
+
+    assert statements == ["SELECT", "UPDATE"]
+    assert seen == [("succeeded", 2)]
+    assert not Delivery.objects.filter(job=job).exists()
+
+
+def test_an_owned_run_queues_the_delivery_of_its_owners_enabled_endpoint(
+    settings, django_user_model
+):
+    from notifications import services
+    from notifications.models import Delivery
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    owner = django_user_model.objects.create_user("with-hooks")
+    endpoint = services.endpoint_create(
+        owner=owner, url="https://hooks.example.com/on", event_types=["job.succeeded"]
+    )
+    services.endpoint_create(
+        owner=owner, url="https://hooks.example.com/failed-only", event_types=["job.failed"]
+    )
+    job = Job.objects.create(
+        kind="demo.sleep",
+        owner=owner,
+        status=JobStatus.QUEUED,
+        params={"seconds": 0, "steps": 1, "fail": "", "fail_attempts": 0, "message": ""},
+    )
+
+    statements, seen = _run_in_process(job)
+
+    assert statements[:3] == ["SELECT", "UPDATE", "SELECT"]  # claim, final write, endpoints
+    assert seen[0] == ("succeeded", 2)  # then the queued event of the delivery's own job
+    deliveries = Delivery.objects.filter(job=job)
+    assert [(d.endpoint_id, d.event_type) for d in deliveries] == [(endpoint.id, "job.succeeded")]
