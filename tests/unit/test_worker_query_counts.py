@@ -34,8 +34,10 @@ def _run_in_process(job: Job) -> tuple[list[str], list[dict]]:
     return _statements(queries), [(e["status"], e["version"]) for e in seen]
 
 
-def _queued(**params) -> Job:
-    return Job.objects.create(kind="demo.sleep", status=JobStatus.QUEUED, params=params)
+def _queued(owner=None, **params) -> Job:
+    return Job.objects.create(
+        kind="demo.sleep", status=JobStatus.QUEUED, params=params, owner=owner
+    )
 
 
 def test_a_fast_run_is_one_claim_read_and_one_final_write(settings):
@@ -153,12 +155,7 @@ def test_an_owned_run_costs_no_endpoints_query_when_its_owner_has_none_enabled(
         owner=owner, url="https://hooks.example.com/off", event_types=[], enabled=False
     )
     services.endpoint_create(owner=other, url="https://hooks.example.com/other", event_types=[])
-    job = Job.objects.create(
-        kind="demo.sleep",
-        owner=owner,
-        status=JobStatus.QUEUED,
-        params={"seconds": 0, "steps": 1, "fail": "", "fail_attempts": 0, "message": ""},
-    )
+    job = _queued(owner, seconds=0, steps=1, fail="", fail_attempts=0, message="")
 
     statements, seen = _run_in_process(job)
 
@@ -181,12 +178,7 @@ def test_an_owned_run_queues_the_delivery_of_its_owners_enabled_endpoint(
     services.endpoint_create(
         owner=owner, url="https://hooks.example.com/failed-only", event_types=["job.failed"]
     )
-    job = Job.objects.create(
-        kind="demo.sleep",
-        owner=owner,
-        status=JobStatus.QUEUED,
-        params={"seconds": 0, "steps": 1, "fail": "", "fail_attempts": 0, "message": ""},
-    )
+    job = _queued(owner, seconds=0, steps=1, fail="", fail_attempts=0, message="")
 
     statements, seen = _run_in_process(job)
 
