@@ -83,7 +83,7 @@ def run_anchor(n: int, secret: str, url: str, payload: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=sized(3000, 500), help="deliveries")
+    parser.add_argument("-n", type=int, default=sized(3000, 1500), help="deliveries")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     args = parser.parse_args()
     n = args.n - args.n % 2
