@@ -21,7 +21,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Reject
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from jobs import lifecycle, metrics
@@ -256,8 +256,6 @@ def run_begin(run: JobRun | None) -> None:
 
 
 def _execute(sql: str, params: list[Any]) -> None:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 

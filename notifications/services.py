@@ -28,6 +28,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from jobs import lifecycle
 from jobs.errors import OffloadError
 from jobs.models import TERMINAL_STATUSES, Job
 from jobs.runtime import current_run
@@ -229,8 +230,7 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF;\n"
 
 
 def _bookkeeping_execute(cursor: Any, sql: str, params: list[Any]) -> None:
-    options = connection.settings_dict.get("OPTIONS", {})
-    if connection.vendor == "postgresql" and not options.get("server_side_binding"):
+    if lifecycle.multi_statement_ok():
         cursor.execute(_ASYNC_COMMIT + sql, params)
         cursor.nextset()  # to the write's own result
     else:
