@@ -232,19 +232,40 @@ _CLAIMED = (
 )
 
 
-def job_claim(*, job_id: uuid.UUID | str) -> dict[str, Any] | None:
+# What a kind's claim read also returns, so that its run need not ask: {kind: {name: SQL}}.
+_CLAIM_EXTRAS: dict[str, dict[str, str]] = {}
+
+
+def claim_returning_add(kind: str, name: str, expression: str) -> None:
+    """Have the claim read of `kind`'s jobs also return `expression` as `run.claimed[name]`:
+    PostgreSQL SQL written in code, never from input, over the job's row (`owner_id`,
+    `params`). Only asked for on PostgreSQL; elsewhere `name` is missing from
+    `run.claimed` and the kind reads it itself."""
+    if not name.isidentifier() or name in _CLAIMED:
+        raise ValueError(f"bad extra column name {name!r}")
+    _CLAIM_EXTRAS.setdefault(kind, {})[name] = expression
+
+
+def job_claim(*, job_id: uuid.UUID | str, kind: str = "") -> dict[str, Any] | None:
     """Read what a run needs before it starts (no write): None when the job is not
-    waiting to run (cancelled, finished, or gone). Raw SQL: this runs once per job."""
+    waiting to run (cancelled, finished, or gone). Raw SQL: this runs once per job.
+    `row["claimed"]` holds the extras `kind` registered (see claim_returning_add)."""
     job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     sources = sorted(RUN_SOURCES)
+    extras = _CLAIM_EXTRAS.get(kind, {}) if connection.vendor == "postgresql" else {}
+    columns = [*_CLAIMED, *(f"({expression}) AS {name}" for name, expression in extras.items())]
     sql = (
-        f"SELECT {', '.join(_CLAIMED)} FROM {_TABLE} "  # noqa: S608
+        f"SELECT {', '.join(columns)} FROM {_TABLE} "  # noqa: S608
         f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(sources))})"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [_job_id_param(job_id), *sources])
         values = cursor.fetchone()
-    return None if values is None else _row(job_id, _CLAIMED, values)
+    if values is None:
+        return None
+    row = _row(job_id, _CLAIMED, values[: len(_CLAIMED)])
+    row["claimed"] = dict(zip(extras, values[len(_CLAIMED) :], strict=True))
+    return row
 
 
 def job_run_write(

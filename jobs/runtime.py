@@ -50,6 +50,8 @@ class JobRun:
     worker: str = ""
     # A schedule's run holds its schedule's lease; its mark and heartbeats renew it.
     schedule_run: bool = False
+    # What the kind's claim read returned besides the job (lifecycle.claim_returning_add).
+    claimed: dict[str, Any] = field(default_factory=dict)
     started_at: datetime = field(default_factory=timezone.now)
     marked: bool = False
     finished: bool = False

@@ -321,7 +321,16 @@ def file_url(stored: StoredFile) -> str:
     return reverse("file-content", kwargs={"file_id": stored.id})
 
 
-def output_save(
+# An output's name is fixed by what made it, and so is its row's id: a redelivered job
+# rewrites the same row, and a job knows the id before the row is written.
+OUTPUT_ID_NAMESPACE = uuid.UUID("5b0d3c1e-6f0a-4c41-9d36-2f0e1d7a9c84")
+
+
+def output_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(OUTPUT_ID_NAMESPACE, name)
+
+
+def output_write(
     *,
     name: str,
     content: bytes | File,
@@ -333,56 +342,71 @@ def output_save(
     height: int | None = None,
 ) -> StoredFile:
     """Write a job's output under a deterministic name, replacing what an earlier delivery
-    of the same job wrote there, and record it (one row per name)."""
+    of the same job wrote there. Returns its record, not yet saved: `output_save` saves it
+    at once; a job that saves its records with its final write uses `outputs_record_sql`."""
     if isinstance(content, bytes):
         size, digest = len(content), hashlib.sha256(content).hexdigest()
     else:
         _, digest = _head_and_hash(content)
         size = content.size
     output_file_write(name=name, content=content)
-    return _record_upsert(
-        StoredFile(
-            storage_name=name,
-            owner_id=owner_id,
-            purpose=purpose,
-            content_type=content_type,
-            size=size,
-            sha256=digest,
-            width=width,
-            height=height,
-            job_id=job_id,
-            original_name=name.rsplit("/", 1)[-1],
-        )
+    now = timezone.now()
+    return StoredFile(
+        id=output_id(name),
+        storage_name=name,
+        owner_id=owner_id,
+        purpose=purpose,
+        content_type=content_type,
+        size=size,
+        sha256=digest,
+        width=width,
+        height=height,
+        job_id=job_id,
+        original_name=name.rsplit("/", 1)[-1],
+        created_at=now,
+        updated_at=now,
     )
 
 
-def _record_upsert(record: StoredFile) -> StoredFile:
-    """Insert the record, or update the row an earlier delivery wrote under the same
-    storage name, in one statement that returns the row as stored (on a conflict it keeps
-    its first id and created_at). No transaction around it and no read after it: a
-    thumbnail job's output costs one round trip instead of four (about 1 ms of its 40)."""
+def output_save(**kwargs: Any) -> StoredFile:
+    """`output_write` (same arguments), then its record saved: one statement that returns
+    the row as stored (on a conflict it keeps its first created_at)."""
+    sql, params = outputs_record_sql([output_write(**kwargs)])
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in StoredFile._meta.concrete_fields)
+    # A raw queryset converts the returned values as a read would (UUIDs and times on SQLite).
+    return next(iter(StoredFile.objects.raw(f"{sql} RETURNING {columns}", params)))
+
+
+def outputs_record_sql(records: list[StoredFile]) -> tuple[str, list[Any]]:
+    """One statement that inserts the records, or updates the rows earlier deliveries wrote
+    under the same storage names (keeping their created_at). No transaction around it and
+    no read after it: recording a job's outputs costs at most one round trip, none when it
+    rides with the job's final write (`JobRun.with_finish`)."""
     meta = StoredFile._meta
     quote = connection.ops.quote_name
-    record.created_at = record.updated_at = timezone.now()
     fields = meta.concrete_fields
     columns = ", ".join(quote(field.column) for field in fields)
-    kept = {"id", "created_at", "storage_name"}
+    # The id is set on a conflict too: a row written before ids were derived from names
+    # takes its derived id (nothing refers to a file's row by its id but URLs).
+    kept = {"created_at", "storage_name"}
     sets = ", ".join(
         f"{quote(field.column)} = excluded.{quote(field.column)}"
         for field in fields
         if field.name not in kept
     )
+    row = f"({', '.join(['%s'] * len(fields))})"
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({quote(meta.get_field('storage_name').column)}) DO UPDATE SET {sets} "
-        f"RETURNING {columns}"
+        f"VALUES {', '.join([row] * len(records))} "
+        f"ON CONFLICT ({quote(meta.get_field('storage_name').column)}) DO UPDATE SET {sets}"
     )
     params = [
-        field.get_db_prep_save(getattr(record, field.attname), connection) for field in fields
+        field.get_db_prep_save(getattr(record, field.attname), connection)
+        for record in records
+        for field in fields
     ]
-    # A raw queryset converts the returned values as a read would (UUIDs and times on SQLite).
-    return next(iter(StoredFile.objects.raw(sql, params)))
+    return sql, params
 
 
 def output_file_write(*, name: str, content: bytes | File) -> None:

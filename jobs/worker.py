@@ -65,7 +65,7 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
     runtime.run_begin(None)
     logs.log_context_set(job_id=str(args[0]), kind=kind.name)
     _connections_check()
-    claim = db_retry(lifecycle.job_claim, job_id=args[0])
+    claim = db_retry(lifecycle.job_claim, job_id=args[0], kind=kind.name)
     if claim is None:
         logger.info("job %s not run: it is no longer waiting to run", args[0])
         return
@@ -89,6 +89,7 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
         delivery=delivery,
         worker=getattr(request, "hostname", None) or _hostname,
         schedule_run=(claim.get("idempotency_key") or "").startswith("schedule:"),
+        claimed=claim["claimed"],
     )
     if redelivered or settings.OFFLOAD_RUNNING_MARK_AFTER <= 0:
         if not run.mark():

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rest_framework import serializers
 
-from jobs import uploads
+from jobs import lifecycle, uploads
 from jobs.errors import NotFound, PermissionDenied
 from jobs.models import FilePurpose, Job
 from jobs.registry import job_kind
@@ -112,30 +113,62 @@ class Source:
     described: dict[str, str]
 
 
-def _source_resolve(job: JobRun) -> Source:
-    """Ownership is checked again when the job runs: the upload must still exist and
-    belong to the job's owner (one query); a stored file needs a staff owner."""
-    params = job.params
-    if params.get("file"):
+# The claim read also looks the source up (PostgreSQL): the run needs no query of its own.
+_UPLOAD_ID = (
+    f"CASE WHEN {Job._meta.db_table}.params->>'upload' ~ '^[0-9a-fA-F-]{{32,36}}$' "
+    f"THEN ({Job._meta.db_table}.params->>'upload')::uuid END"
+)
+lifecycle.claim_returning_add("thumbnail", "owner_id", "owner_id")
+lifecycle.claim_returning_add(
+    "thumbnail",
+    "owner_is_staff",
+    f"SELECT u.is_staff FROM {get_user_model()._meta.db_table} u "  # noqa: S608
+    f"WHERE u.id = {Job._meta.db_table}.owner_id",
+)
+lifecycle.claim_returning_add(
+    "thumbnail",
+    "upload_name",
+    f"SELECT f.storage_name FROM {uploads.StoredFile._meta.db_table} f "  # noqa: S608
+    f"WHERE f.id = {_UPLOAD_ID} AND f.purpose = '{FilePurpose.UPLOAD}' "
+    f"AND f.owner_id = {Job._meta.db_table}.owner_id",
+)
+
+
+def _source_owner(job: JobRun) -> tuple[int | None, bool, str | None]:
+    """The job's owner, whether it is staff, and the storage name of the params' upload if
+    it is the owner's: from the claim read where it asked, else one query."""
+    claimed = job.claimed
+    if "upload_name" in claimed:
+        return claimed["owner_id"], bool(claimed["owner_is_staff"]), claimed["upload_name"]
+    if job.params.get("file"):
         owner_id, is_staff = Job.objects.filter(id=job.id).values_list(
             "owner_id", "owner__is_staff"
         ).first() or (None, False)
+        return owner_id, bool(is_staff), None
+    name, owner_id = (
+        uploads.StoredFile.objects.filter(
+            id=job.params["upload"], purpose=FilePurpose.UPLOAD, owner__jobs__id=job.id
+        )
+        .values_list("storage_name", "owner_id")
+        .first()
+    ) or (None, None)
+    return owner_id, False, name
+
+
+def _source_resolve(job: JobRun) -> Source:
+    """Ownership is checked again when the job runs: the upload must still exist and
+    belong to the job's owner; a stored file needs a staff owner."""
+    params = job.params
+    owner_id, is_staff, upload_name = _source_owner(job)
+    if params.get("file"):
         if not is_staff:
             raise PermissionDenied("Only staff may make thumbnails of a stored file.")
         name = params["file"]
         key = "stored-" + hashlib.sha256(name.encode()).hexdigest()[:24]
         return Source(name, key, owner_id, {"file": name})
-    found = (
-        uploads.StoredFile.objects.filter(
-            id=params["upload"], purpose=FilePurpose.UPLOAD, owner__jobs__id=job.id
-        )
-        .values_list("storage_name", "owner_id")
-        .first()
-    )
-    if found is None:
+    if upload_name is None or owner_id is None:
         raise NotFound(f"Upload {params['upload']} is gone or is not the job owner's.")
-    name, owner_id = found
-    return Source(name, params["upload"], owner_id, {"upload": params["upload"]})
+    return Source(upload_name, params["upload"], owner_id, {"upload": params["upload"]})
 
 
 def image_load(fp: Any, *, box: int) -> tuple[Image.Image, tuple[int, int]]:
@@ -212,9 +245,10 @@ def thumbnail_render(
 
 
 def thumbnails_make(
-    *, job_id: Any, source: Source, sizes: list[int], fit: str, fmt: str, quality: int
+    *, job: JobRun, source: Source, sizes: list[int], fit: str, fmt: str, quality: int
 ) -> dict[str, Any]:
-    """Decode the source once, render every size in memory, then write them all."""
+    """Decode the source once, render every size in memory, then write them all. Their
+    records are saved with the job's final write, in the same transaction."""
     with default_storage.open(source.name, "rb") as fp:
         image, source_size = image_load(fp, box=max(sizes))
     image = image_prepare(image, fmt)
@@ -224,35 +258,39 @@ def thumbnails_make(
     ]
     extension, content_type = FORMATS[fmt]
     written: list[str] = []
-    outputs = []
+    records = []
     try:
         for size, data, (width, height) in rendered:
             name = f"thumbnails/{source.key}/{size}-{fit}-q{quality}.{extension}"
             written.append(name)
-            stored = uploads.output_save(
-                name=name,
-                content=data,
-                owner_id=source.owner_id,
-                job_id=job_id,
-                purpose=FilePurpose.THUMBNAIL,
-                content_type=content_type,
-                width=width,
-                height=height,
-            )
-            outputs.append(
-                {
-                    "size": size,
-                    "url": uploads.file_url(stored),
-                    "file": str(stored.id),
-                    "bytes": len(data),
-                    "width": width,
-                    "height": height,
-                    "content_type": content_type,
-                }
+            records.append(
+                uploads.output_write(
+                    name=name,
+                    content=data,
+                    owner_id=source.owner_id,
+                    job_id=job.id,
+                    purpose=FilePurpose.THUMBNAIL,
+                    content_type=content_type,
+                    width=width,
+                    height=height,
+                )
             )
     except BaseException:
         uploads.outputs_discard(names=written)
         raise
+    job.with_finish(*uploads.outputs_record_sql(records))
+    outputs = [
+        {
+            "size": size,
+            "url": uploads.file_url(record),
+            "file": str(record.id),
+            "bytes": record.size,
+            "width": record.width,
+            "height": record.height,
+            "content_type": content_type,
+        }
+        for size, record in zip(sizes, records, strict=True)
+    ]
     return {
         "source": {**source.described, "width": source_size[0], "height": source_size[1]},
         "fit": fit,
@@ -273,7 +311,7 @@ def thumbnail(job: JobRun) -> dict:
     """Thumbnails of an uploaded JPEG, PNG or WebP image in several sizes."""
     params = job.params
     return thumbnails_make(
-        job_id=job.id,
+        job=job,
         source=_source_resolve(job),
         sizes=params["sizes"],
         fit=params["fit"],

@@ -40,3 +40,21 @@ def test_an_output_is_one_statement_and_saving_it_again_updates_its_row(user, se
     assert (stored.size, stored.job_id, stored.owner_id) == (14, second_job.id, user.id)
     assert (stored.width, stored.height, stored.original_name) == (4, 3, "thumbnail.jpg")
     assert (tmp_path / "thumbnails/unit/thumbnail.jpg").read_bytes() == b"second, longer"
+
+
+def test_an_outputs_row_id_comes_from_its_name_even_over_an_older_row(user, settings, tmp_path):
+    """A job knows its outputs' ids before their rows are written (they are written with its
+    final write); a row written under the name with another id takes the derived one."""
+    from jobs.uploads import output_id
+
+    settings.MEDIA_ROOT = tmp_path
+    job = Job.objects.create(kind="thumbnail", owner=user)
+    name = f"thumbnails/unit/{job.kind}.jpg"
+    StoredFile.objects.create(
+        storage_name=name, owner=user, purpose=FilePurpose.THUMBNAIL, size=1, sha256="0" * 64
+    )
+
+    saved = _save(job, b"new")
+
+    assert saved.id == output_id(name) == StoredFile.objects.get().id
+    assert output_id(name) != output_id(name + "x")

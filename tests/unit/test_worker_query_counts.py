@@ -186,3 +186,46 @@ def test_an_owned_run_queues_the_delivery_of_its_owners_enabled_endpoint(
     assert seen[0] == ("succeeded", 2)  # then the queued event of the delivery's own job
     deliveries = Delivery.objects.filter(job=job)
     assert [(d.endpoint_id, d.event_type) for d in deliveries] == [(endpoint.id, "job.succeeded")]
+
+
+def test_a_thumbnail_run_is_two_round_trips(settings, tmp_path, user, other_user):
+    """The claim read also finds the upload (owner checked in SQL); the outputs' records go
+    in the query of the final write. Another user's upload id is found by neither."""
+    from django.core.files.base import ContentFile
+
+    from jobs.models import StoredFile
+    from jobs.uploads import upload_create
+    from tests.files import jpeg_bytes
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    settings.MEDIA_ROOT = tmp_path
+    photo = upload_create(owner=user, file=ContentFile(jpeg_bytes(400, 300), name="p.jpg"))
+    params = {"upload": str(photo.id), "sizes": [64, 32], "fit": "contain", "format": "JPEG"}
+    job = Job.objects.create(
+        kind="thumbnail", owner=user, status=JobStatus.QUEUED, params={**params, "quality": 80}
+    )
+    theirs = Job.objects.create(
+        kind="thumbnail",
+        owner=other_user,
+        status=JobStatus.QUEUED,
+        params={**params, "quality": 80},
+    )
+
+    statements, seen = _run_in_process(job)
+    their_statements, their_seen = _run_in_process(theirs)
+
+    assert statements == ["SELECT", "INSERT"]
+    assert seen == [("succeeded", 2)]
+    job.refresh_from_db()
+    outputs = job.result["outputs"]
+    rows = {str(row.id): row for row in StoredFile.objects.filter(purpose="thumbnail")}
+    assert sorted(rows) == sorted(o["file"] for o in outputs)
+    for output in outputs:
+        row = rows[output["file"]]
+        assert (row.job_id, row.owner_id, row.size) == (job.id, user.id, output["bytes"])
+        assert (row.width, row.height) == (output["width"], output["height"])
+        assert (tmp_path / row.storage_name).stat().st_size == row.size
+    assert their_statements == ["SELECT", "UPDATE"]
+    assert their_seen == [("failed", 2)]
+    theirs.refresh_from_db()
+    assert theirs.error["message"] == f"Upload {photo.id} is gone or is not the job owner's."
