@@ -258,6 +258,7 @@ def main() -> None:
           f"  (p99 ratio {fig['ratio_p99']}x)")  # fmt: skip
     print(f"web process RSS: idle {fig['rss_idle_mb']} MB, {args.clients} streams open "
           f"{fig['rss_open_mb']} MB, peak {fig['rss_peak_mb']} MB")  # fmt: skip
+    fig["budgets"] = {f"p99_under_200ms_{args.clients}_streams": fig["p99_ms"] < 200}
     print(f"budget: p99 under 200 ms: {'met' if fig['p99_ms'] < 200 else 'MISSED'}")
     path = results_write("sse_fanout", fig)
     print(f"written {path}")

@@ -193,7 +193,8 @@ def main() -> None:
     path = results_write(
         "thumbnails",
         {"n": args.n, "concurrency": args.concurrency, "bare": bare, "offload": offload,
-         "ratio": ratio, "rounds": [{"bare": b, "offload": o} for b, o in rounds]},
+         "ratio": ratio, "rounds": [{"bare": b, "offload": o} for b, o in rounds],
+         "budgets": {"thumbnails_0.8x_bare_loop": ratio >= 0.8}},
     )  # fmt: skip
     print(f"written {path}")
 

@@ -195,6 +195,7 @@ def main() -> None:
     print(f"receiver verified {offload_verified}/{n} deliveries, rejected "
           f"{final_counts['rejected']}; deliveries not succeeded: {failed}")  # fmt: skip
     ok = fig["offload_per_s"] >= 300 and failed == 0 and offload_verified == n
+    fig["budgets"] = {"at_least_300_verified_per_s": ok}
     print(f"budget: at least 300 verified deliveries/s: {'met' if ok else 'MISSED'}")
     print(f"written {results_write('webhooks', fig)}")
 
