@@ -274,6 +274,16 @@ def _row_checked(
     return email, values, None
 
 
+def batch_sizes(batch_rows: int) -> Iterator[int]:
+    """The rows of each batch in turn: an eighth of `batch_rows` first, doubling up to it.
+    A small first batch gets the writer onto the database while the parser goes on, so a
+    small file is not parsed whole and then written whole, one after the other."""
+    size = max(1, batch_rows // 8)
+    while True:
+        yield size
+        size = min(size * 2, batch_rows)
+
+
 def rows_validated(
     reader: Any,
     mapping: Mapping,
@@ -282,8 +292,9 @@ def rows_validated(
     batch_rows: int,
     readline: Callable[[], str] | None = None,
 ) -> Iterator[list[tuple[str, ...]]]:
-    """Batches of valid rows (one tuple per email, the last one wins), in file order.
-    `readline` reads the reader's source directly (to step over an over-long field)."""
+    """Batches of valid rows (one tuple per email, the last one wins), in file order, of
+    `batch_sizes(batch_rows)` rows each (the last one fewer). `readline` reads the
+    reader's source directly (to step over an over-long field)."""
     quotechar = reader.dialect.quotechar
     width, header = len(mapping.header), mapping.header
     email_at, others, attributes = mapping.email, mapping.others, mapping.attributes
@@ -299,6 +310,8 @@ def rows_validated(
     single, single_key = (
         (attributes[0][1], keys[attributes[0][0]]) if len(attributes) == 1 else (None, "")
     )
+    sizes = batch_sizes(batch_rows)
+    size = next(sizes)
     batch: dict[str, tuple[str, ...]] = {}
     previous = reader.line_num
     broken: _Broken | None = None
@@ -340,9 +353,9 @@ def rows_validated(
                 if email in batch:
                     stats.duplicates += 1
                 batch[email] = (email, *values, extra)
-                if len(batch) >= batch_rows:
+                if len(batch) >= size:
                     yield list(batch.values())
-                    batch = {}
+                    batch, size = {}, next(sizes)
             break
         except csv.Error as exc:
             if broken is not None:

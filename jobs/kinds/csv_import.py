@@ -17,10 +17,11 @@ How a file is read:
    phone characters); invalid rows go to an error report CSV (line, column, message,
    value) linked from the result, and do not fail the job. A CSV syntax error (an
    unmatched quote, a field over the limit) rejects the record where it starts.
-4. Valid rows are written in batches of OFFLOAD_CSV_BATCH_ROWS, one transaction each, as
-   an upsert on the email (lower-cased), so running the same file again changes nothing
-   and an interrupted import can be run again safely. Within a file the last row for an
-   email wins; earlier ones are counted as duplicates.
+4. Valid rows are written in batches of OFFLOAD_CSV_BATCH_ROWS (the first ones smaller:
+   an eighth of it, doubling), one transaction each, as an upsert on the email
+   (lower-cased), so running the same file again changes nothing and an interrupted
+   import can be run again safely. Within a file the last row for an email wins; earlier
+   ones are counted as duplicates.
 
 Counts: rows = inserted + updated + unchanged + duplicates + rejected (blank lines are not
 rows). Progress is written per batch; a cancel stops at the next batch boundary, keeps

@@ -108,3 +108,16 @@ def test_clean_and_untidy_rows_give_the_same_values(line, kept):
 
     assert rejected == []
     assert batches == [[(*kept, "{}")]]
+
+
+def test_batches_start_small_and_double_up_to_the_batch_size():
+    rows = "".join(f"u{i}@x.io\n" for i in range(40))
+    reader = csv.reader(io.StringIO("email\n" + rows), strict=True)
+    mapping = header_map(next(reader), column_map={}, required=[])
+    stats = ImportStats()
+
+    batches = list(rows_validated(reader, mapping, Report(), stats, 16))
+
+    assert [len(batch) for batch in batches] == [2, 4, 8, 16, 10]
+    assert [row[0] for batch in batches for row in batch] == [f"u{i}@x.io" for i in range(40)]
+    assert stats.rows == 40
