@@ -39,6 +39,7 @@ from common import (
 )
 
 COLUMNS = ("email", "first_name", "last_name", "phone", "country", "plan")
+BUDGET_ROWS = 100_000  # the smallest file the budget names
 COUNTRIES = ("GB", "US", "FR", "DE", "NL", "ES", "IT", "SE", "PL", "IE")
 
 
@@ -234,8 +235,14 @@ def main() -> None:
         "COPY shaped (the anchor): into a copy of the contacts table (same indexes, unique "
         "email). COPY bare (reference): into a table of the file's text columns, no index."
     )
-    met = all(run["ratio"] >= 0.5 for run in runs)
-    print(f"budget: import >= 0.5x raw COPY into the contacts table: {'met' if met else 'MISSED'}")
+    # The budget names files of 100,000 and 1,000,000 rows; quick mode's smaller file shows
+    # the import's fixed cost (about 0.1 s) and is printed, not judged.
+    judged = [run for run in runs if run["rows"] >= BUDGET_ROWS] or runs
+    met = all(run["ratio"] >= 0.5 for run in judged)
+    print(
+        f"budget: import >= 0.5x raw COPY into the contacts table, at "
+        f"{', '.join(str(run['rows']) for run in judged)} rows: {'met' if met else 'MISSED'}"
+    )
     budgets = {"import_0.5x_copy": met}
     if len(runs) > 1:
         growth = (
