@@ -12,6 +12,7 @@ keeper thread. A redelivered message is marked (and its delivery counted) before
 
 import logging
 import socket
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -65,11 +66,14 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
     runtime.run_begin(None)
     logs.log_context_set(job_id=str(args[0]), kind=kind.name)
     _connections_check()
+    request = sender.request
+    retries = getattr(request, "retries", 0) or 0
     claim = db_retry(lifecycle.job_claim, job_id=args[0], kind=kind.name)
+    if claim is not None and claim["attempts"] < retries:
+        claim = _claim_after_previous_attempt(args[0], kind.name, retries)
     if claim is None:
         logger.info("job %s not run: it is no longer waiting to run", args[0])
         return
-    request = sender.request
     redelivered = bool((request.delivery_info or {}).get("redelivered"))
     delivery = claim["deliveries"] + 1
     if redelivered:
@@ -79,12 +83,14 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
         if claim["deliveries"] >= kind.max_deliveries:
             _poison_bury(kind, claim)
             return
-    logs.log_context_set(attempt=claim["attempts"] + 1)
+    # A retry's message is for the attempt after its `retries` earlier ones.
+    attempt = max(claim["attempts"], retries) + 1
+    logs.log_context_set(attempt=attempt)
     run = runtime.JobRun(
         id=claim["id"],
         kind=kind.name,
         params=claim["params"],
-        attempt=claim["attempts"] + 1,
+        attempt=attempt,
         version=claim["version"],
         delivery=delivery,
         worker=getattr(request, "hostname", None) or _hostname,
@@ -102,6 +108,24 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
             kind=kind.name, created=claim["created_at"], started=run.started_at
         )
     runtime.run_begin(run)
+
+
+RETRY_CATCH_UP = 2.0  # seconds a retry's run waits for its previous attempt's write
+
+
+def _claim_after_previous_attempt(job_id: Any, kind: str, retries: int) -> dict | None:
+    """Celery publishes a retry's message before the `task_retry` signal in which the
+    previous attempt writes `retrying`, so a message with a near-zero (jittered) countdown
+    can be claimed before that write lands. Claimed then, the run would repeat the previous
+    attempt's number and its fenced writes would be refused. Wait for the write, which is
+    milliseconds away; if the previous attempt died before making it, go on after
+    RETRY_CATCH_UP seconds (the attempt number then follows the message)."""
+    deadline = time.monotonic() + RETRY_CATCH_UP
+    while True:
+        time.sleep(0.005)
+        claim = db_retry(lifecycle.job_claim, job_id=job_id, kind=kind)
+        if claim is None or claim["attempts"] >= retries or time.monotonic() > deadline:
+            return claim
 
 
 def _poison_bury(kind: Kind, claim: dict) -> None:

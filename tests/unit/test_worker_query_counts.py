@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from jobs import events
+from jobs import events, lifecycle
 from jobs.models import Job, JobStatus
 from jobs.registry import kind_get
 
@@ -229,3 +229,71 @@ def test_a_thumbnail_run_is_two_round_trips(settings, tmp_path, user, other_user
     assert their_seen == [("failed", 2)]
     theirs.refresh_from_db()
     assert theirs.error["message"] == f"Upload {photo.id} is gone or is not the job owner's."
+
+
+def _retry_message_run(job: Job) -> list[tuple]:
+    """The job's retry message (Celery's second delivery, `retries=1`) run in-process."""
+    task = kind_get(job.kind).task
+    seen: list[dict] = []
+    events.listener_add(seen.append)
+    try:
+        task.apply(args=(str(job.id),), task_id=str(job.id), retries=1)
+    finally:
+        events.listener_remove(seen.append)
+    return [(e["status"], e["version"]) for e in seen]
+
+
+def test_a_retry_taken_before_its_previous_attempt_is_written_waits_for_that_write(settings):
+    """Celery publishes a retry's message before the previous attempt writes `retrying`:
+    a message with a near-zero countdown can be claimed first. The run waits for that
+    write, then runs as attempt 2 and its own writes go through."""
+    import threading
+
+    from django.db import connections
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
+    Job.objects.filter(id=job.id).update(status=JobStatus.RUNNING, attempts=0, version=2)
+    claimed = threading.Event()
+
+    def previous_attempt_writes() -> None:
+        try:
+            claimed.wait(10)  # the run has read the job once
+            Job.objects.filter(id=job.id).update(status=JobStatus.RETRYING, attempts=1, version=3)
+        finally:
+            connections.close_all()
+
+    original = lifecycle.job_claim
+
+    def claim_then_signal(**kwargs):
+        try:
+            return original(**kwargs)
+        finally:
+            claimed.set()
+
+    writer = threading.Thread(target=previous_attempt_writes)
+    writer.start()
+    try:
+        lifecycle.job_claim = claim_then_signal
+        seen = _retry_message_run(job)
+    finally:
+        lifecycle.job_claim = original
+        writer.join()
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result["attempt"]) == ("succeeded", 2, 2)
+    assert seen == [("succeeded", 4)]
+
+
+def test_a_retry_whose_previous_attempt_never_wrote_runs_after_the_wait(monkeypatch, settings):
+    from jobs import worker
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    monkeypatch.setattr(worker, "RETRY_CATCH_UP", 0.05)
+    job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
+
+    seen = _retry_message_run(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result["attempt"]) == ("succeeded", 2, 2)
+    assert seen == [("succeeded", 2)]
