@@ -68,9 +68,17 @@ _TERMINAL_EXTRAS: dict[str, str] = {}
 def terminal_returning_add(name: str, expression: str) -> None:
     """Have every terminal move also return `expression` (SQL written in code, never from
     input; it may name the job's columns, e.g. `owner_id`) as `row[name]`."""
-    if not name.isidentifier() or name in RETURNED:
-        raise ValueError(f"bad extra column name {name!r}")
+    _extra_name_check(name, RETURNED)
     _TERMINAL_EXTRAS[name] = expression
+
+
+def _extra_name_check(name: str, taken: Iterable[str]) -> None:
+    if not name.isidentifier() or name in taken:
+        raise ValueError(f"bad extra column name {name!r}")
+
+
+def _extra_columns(extras: dict[str, str]) -> list[str]:
+    return [f"({expression}) AS {name}" for name, expression in extras.items()]
 
 
 class Coalesce:
@@ -130,7 +138,7 @@ def _update(
     columns = list(returning)
     if sets.get("status") in TERMINAL and _TERMINAL_EXTRAS:
         returning += tuple(_TERMINAL_EXTRAS)
-        columns += [f"({expression}) AS {name}" for name, expression in _TERMINAL_EXTRAS.items()]
+        columns += _extra_columns(_TERMINAL_EXTRAS)
     # Column names come from this module's callers, never from input; values are bound.
     sql = (
         f"UPDATE {_TABLE} SET {', '.join(assignments)} "  # noqa: S608
@@ -241,8 +249,7 @@ def claim_returning_add(kind: str, name: str, expression: str) -> None:
     PostgreSQL SQL written in code, never from input, over the job's row (`owner_id`,
     `params`). Only asked for on PostgreSQL; elsewhere `name` is missing from
     `run.claimed` and the kind reads it itself."""
-    if not name.isidentifier() or name in _CLAIMED:
-        raise ValueError(f"bad extra column name {name!r}")
+    _extra_name_check(name, _CLAIMED)
     _CLAIM_EXTRAS.setdefault(kind, {})[name] = expression
 
 
@@ -253,7 +260,7 @@ def job_claim(*, job_id: uuid.UUID | str, kind: str = "") -> dict[str, Any] | No
     job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     sources = sorted(RUN_SOURCES)
     extras = _CLAIM_EXTRAS.get(kind, {}) if connection.vendor == "postgresql" else {}
-    columns = [*_CLAIMED, *(f"({expression}) AS {name}" for name, expression in extras.items())]
+    columns = [*_CLAIMED, *_extra_columns(extras)]
     sql = (
         f"SELECT {', '.join(columns)} FROM {_TABLE} "  # noqa: S608
         f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(sources))})"

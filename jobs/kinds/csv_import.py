@@ -41,7 +41,7 @@ from rest_framework import serializers
 
 from jobs import lifecycle, uploads
 from jobs.errors import JobCancelled, NotFound
-from jobs.models import FilePurpose, Job, StoredFile
+from jobs.models import FilePurpose
 from jobs.registry import job_kind
 from jobs.runtime import JobRun
 from notifications.contact_csv import (
@@ -129,14 +129,7 @@ class RejectReport:
         self.text.close()
 
 
-def _upload_resolve(job: JobRun) -> tuple[StoredFile, int]:
-    owner_id = Job.objects.filter(id=job.id).values_list("owner_id", flat=True).first()
-    upload = StoredFile.objects.filter(
-        id=job.params["upload"], owner_id=owner_id, purpose=FilePurpose.UPLOAD
-    ).first()
-    if upload is None or owner_id is None:
-        raise NotFound(f"Upload {job.params['upload']} is gone or is not the job owner's.")
-    return upload, owner_id
+uploads.job_upload_claimed("csv_import")
 
 
 @dataclass(frozen=True)
@@ -151,13 +144,13 @@ class _Mark:
 
 
 def contacts_import(
-    *, job: JobRun, upload: StoredFile, owner_id: int, params: dict[str, Any]
+    *, job: JobRun, upload_name: str, owner_id: int, params: dict[str, Any]
 ) -> dict[str, Any]:
     max_line = settings.OFFLOAD_CSV_MAX_LINE_BYTES
     csv.field_size_limit(max_line)
     parsed = ImportStats()  # what the parser has seen
     written = ImportStats()  # what the database has committed (the writer's counts)
-    with default_storage.open(upload.storage_name, "rb") as fp:
+    with default_storage.open(upload_name, "rb") as fp:
         lines = csv_precheck(fp, max_line=max_line)
         fp.seek(0)
         text = io.TextIOWrapper(fp, encoding="utf-8-sig", newline="")
@@ -194,7 +187,7 @@ def contacts_import(
                     absorb(pipeline.abandon())
                     report.truncate(committed)
                     now = _combined(committed, written)
-                    result = _result(upload, mapping, now, report, job.id, owner_id, cancelled=True)
+                    result = _result(params, mapping, now, report, job.id, owner_id, cancelled=True)
                     lifecycle.job_cancelled_result_set(job_id=job.id, result=result)
                     raise
         except BaseException:
@@ -203,7 +196,7 @@ def contacts_import(
         finally:
             text.detach()
         final = _combined(report.mark(parsed), written)
-        result = _result(upload, mapping, final, report, job.id, owner_id)
+        result = _result(params, mapping, final, report, job.id, owner_id)
     job.progress(final.rows, final.rows, final.message())
     return result
 
@@ -221,7 +214,7 @@ def _combined(mark: _Mark, written: ImportStats) -> ImportStats:
 
 
 def _result(
-    upload: StoredFile,
+    params: dict[str, Any],
     mapping: Mapping,
     stats: ImportStats,
     report: RejectReport,
@@ -234,7 +227,7 @@ def _result(
     finally:
         report.close()
     result = {
-        "upload": str(upload.id),
+        "upload": str(params["upload"]),
         **asdict(stats),
         "columns": mapping.columns,
         "error_report": error_report,
@@ -256,5 +249,9 @@ def _result(
 )
 def csv_import(job: JobRun) -> dict:
     """Import contacts from an uploaded CSV file (an upsert on email, in batches)."""
-    upload, owner_id = _upload_resolve(job)
-    return contacts_import(job=job, upload=upload, owner_id=owner_id, params=job.params)
+    owner = uploads.job_owner(job)
+    if owner.upload_name is None:
+        raise NotFound(f"Upload {job.params['upload']} is gone or is not the job owner's.")
+    return contacts_import(
+        job=job, upload_name=owner.upload_name, owner_id=owner.owner_id, params=job.params
+    )

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rest_framework import serializers
 
-from jobs import lifecycle, uploads
+from jobs import uploads
 from jobs.errors import NotFound, PermissionDenied
-from jobs.models import FilePurpose, Job
+from jobs.models import FilePurpose
 from jobs.registry import job_kind
 from jobs.runtime import JobRun
 
@@ -113,62 +112,23 @@ class Source:
     described: dict[str, str]
 
 
-# The claim read also looks the source up (PostgreSQL): the run needs no query of its own.
-_UPLOAD_ID = (
-    f"CASE WHEN {Job._meta.db_table}.params->>'upload' ~ '^[0-9a-fA-F-]{{32,36}}$' "
-    f"THEN ({Job._meta.db_table}.params->>'upload')::uuid END"
-)
-lifecycle.claim_returning_add("thumbnail", "owner_id", "owner_id")
-lifecycle.claim_returning_add(
-    "thumbnail",
-    "owner_is_staff",
-    f"SELECT u.is_staff FROM {get_user_model()._meta.db_table} u "  # noqa: S608
-    f"WHERE u.id = {Job._meta.db_table}.owner_id",
-)
-lifecycle.claim_returning_add(
-    "thumbnail",
-    "upload_name",
-    f"SELECT f.storage_name FROM {uploads.StoredFile._meta.db_table} f "  # noqa: S608
-    f"WHERE f.id = {_UPLOAD_ID} AND f.purpose = '{FilePurpose.UPLOAD}' "
-    f"AND f.owner_id = {Job._meta.db_table}.owner_id",
-)
-
-
-def _source_owner(job: JobRun) -> tuple[int | None, bool, str | None]:
-    """The job's owner, whether it is staff, and the storage name of the params' upload if
-    it is the owner's: from the claim read where it asked, else one query."""
-    claimed = job.claimed
-    if "upload_name" in claimed:
-        return claimed["owner_id"], bool(claimed["owner_is_staff"]), claimed["upload_name"]
-    if job.params.get("file"):
-        owner_id, is_staff = Job.objects.filter(id=job.id).values_list(
-            "owner_id", "owner__is_staff"
-        ).first() or (None, False)
-        return owner_id, bool(is_staff), None
-    name, owner_id = (
-        uploads.StoredFile.objects.filter(
-            id=job.params["upload"], purpose=FilePurpose.UPLOAD, owner__jobs__id=job.id
-        )
-        .values_list("storage_name", "owner_id")
-        .first()
-    ) or (None, None)
-    return owner_id, False, name
+uploads.job_upload_claimed("thumbnail")
 
 
 def _source_resolve(job: JobRun) -> Source:
     """Ownership is checked again when the job runs: the upload must still exist and
     belong to the job's owner; a stored file needs a staff owner."""
     params = job.params
-    owner_id, is_staff, upload_name = _source_owner(job)
+    owner = uploads.job_owner(job)
     if params.get("file"):
-        if not is_staff:
+        if not owner.is_staff:
             raise PermissionDenied("Only staff may make thumbnails of a stored file.")
         name = params["file"]
         key = "stored-" + hashlib.sha256(name.encode()).hexdigest()[:24]
-        return Source(name, key, owner_id, {"file": name})
-    if upload_name is None or owner_id is None:
+        return Source(name, key, owner.owner_id, {"file": name})
+    if owner.upload_name is None:
         raise NotFound(f"Upload {params['upload']} is gone or is not the job owner's.")
-    return Source(upload_name, params["upload"], owner_id, {"upload": params["upload"]})
+    return Source(owner.upload_name, params["upload"], owner.owner_id, {"upload": params["upload"]})
 
 
 def image_load(fp: Any, *, box: int) -> tuple[Image.Image, tuple[int, int]]:
