@@ -3,12 +3,15 @@
 Deliveries are recorded and their `webhook.deliver` jobs queued first; then a real worker
 (2 processes, the `notifications` queue) starts, and the clock runs from its start until
 every delivery has succeeded. The anchor, in the same run: a bare loop that signs and POSTs the
-same bodies to the same receiver from 2 threads (no job record, no delivery record).
+same bodies to the same receiver from 2 threads over keep-alive connections, with the HTTP
+client the worker uses (no job record, no delivery record). The sides alternate for
+`--rounds` rounds and each side's best round is compared.
 
-    python bench/webhooks.py [-n 3000]
+    python bench/webhooks.py [-n 3000] [--rounds 3]
 """
 
 import argparse
+import http.client
 import json
 import os
 import subprocess
@@ -55,22 +58,28 @@ def counts(port: int) -> dict:
         return json.load(response)
 
 
-def run_anchor(n: int, secret: str, url: str, payload: dict) -> float:
-    import httpx
-
+def run_anchor(n: int, secret: str, port: int, payload: dict) -> float:
+    """Sign and POST from 2 threads, each over its own keep-alive connection, with the
+    client the worker uses (http.client)."""
     from notifications import signing
 
     body = json.dumps(payload, separators=(",", ":")).encode()
 
     def sender(count: int) -> None:
-        with httpx.Client(timeout=15) as client:
+        connection = http.client.HTTPConnection(HOST, port, timeout=15)
+        try:
             for _ in range(count):
                 message_id = f"msg_{uuid.uuid4().hex}"
                 headers = signing.headers(
                     [secret], message_id=message_id, timestamp=int(time.time()), body=body
                 )
-                response = client.post(url, content=body, headers=headers)
-                assert response.status_code == 204, response.text
+                headers["Content-Type"] = "application/json"
+                connection.request("POST", "/hook", body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.read()
+                assert response.status == 204, answer
+        finally:
+            connection.close()
 
     started = time.monotonic()
     threads = [threading.Thread(target=sender, args=(n // 2,)) for _ in range(2)]
@@ -81,10 +90,69 @@ def run_anchor(n: int, secret: str, url: str, payload: dict) -> float:
     return time.monotonic() - started
 
 
+def run_offload(
+    n: int, *, user, endpoint, job, url: str, payload: dict, port: int, concurrency: int, logs: Path
+) -> float:
+    """Record n deliveries and queue their attempt jobs, then start a worker: seconds from
+    its start until every attempt is answered and recorded."""
+    from jobs.services import JobSpec, jobs_bulk_submit
+    from notifications import services
+    from notifications.models import Delivery
+
+    Delivery.objects.all().delete()
+    deliveries = [
+        Delivery(
+            owner=user,
+            endpoint=endpoint,
+            job=job,
+            url=url,
+            event_type="job.succeeded",
+            message_id=f"msg_{uuid.uuid4().hex}",
+            dedupe_key=uuid.uuid4().hex,
+            payload=payload,
+        )
+        for _ in range(n)
+    ]
+    Delivery.objects.bulk_create(deliveries, batch_size=1000)
+    # The attempt jobs wait in the queue; the clock runs from the worker's start,
+    # so it measures delivering, not submitting (bench/throughput.py measures that).
+    for offset in range(0, n, CHUNK):
+        specs = [
+            JobSpec(kind=services.DELIVER_KIND, params={"delivery_id": str(d.id)})
+            for d in deliveries[offset : offset + CHUNK]
+        ]
+        jobs_bulk_submit(specs=specs, owner=None)
+    before = counts(port)
+    worker = worker_start(
+        "config", queues="notifications", concurrency=concurrency, env=bench_env(),
+        log=logs / "worker.log",
+    )  # fmt: skip
+    try:
+        ready = time.monotonic()
+        # Watch the receiver while the worker runs (a count query on the deliveries
+        # every 0.1 s would load the database being measured), then wait until every
+        # attempt is also recorded: the clock stops at the last record.
+        wait_until(lambda: _answered(counts(port)) - _answered(before) >= n, timeout=1200,
+                   interval=0.1)  # fmt: skip
+        wait_until(
+            lambda: Delivery.objects.filter(status__in=["succeeded", "failed"]).count() >= n,
+            timeout=120,
+            interval=0.01,
+        )
+        seconds = time.monotonic() - ready
+    finally:
+        worker_stop(worker)
+    failed = Delivery.objects.exclude(status="succeeded").count()
+    if failed:
+        raise RuntimeError(f"{failed} deliveries did not succeed")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=sized(3000, 1500), help="deliveries")
+    parser.add_argument("-n", type=int, default=sized(3000, 1500), help="deliveries per round")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--rounds", type=int, default=sized(3, 2), help="rounds per side")
     args = parser.parse_args()
     n = args.n - args.n % 2
 
@@ -94,7 +162,6 @@ def main() -> None:
     from django.utils import timezone
 
     from jobs.models import Job
-    from jobs.services import JobSpec, jobs_bulk_submit
     from notifications import services
     from notifications.models import Delivery, Endpoint
     from tests.support import free_port
@@ -115,86 +182,54 @@ def main() -> None:
                  "version": 3, "progress": {"percent": 100.0}, "result": {"ok": True}},
     }  # fmt: skip
 
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         receiver = receiver_start(endpoint.secret, port, logs / "receiver.log")
-        worker = None
         try:
             wait_until(lambda: _up(port), timeout=30, interval=0.1)
-            anchor_seconds = run_anchor(n, endpoint.secret, url, payload)
-            anchor_counts = counts(port)
-
-            deliveries = [
-                Delivery(
-                    owner=user,
-                    endpoint=endpoint,
-                    job=job,
-                    url=url,
-                    event_type="job.succeeded",
-                    message_id=f"msg_{uuid.uuid4().hex}",
-                    dedupe_key=uuid.uuid4().hex,
-                    payload=payload,
+            # This machine's speed drifts by tens of percent within a minute: the sides
+            # alternate, and each side's best round is compared.
+            for _ in range(args.rounds):
+                anchor = n / run_anchor(n, endpoint.secret, port, payload)
+                offload = n / run_offload(
+                    n, user=user, endpoint=endpoint, job=job, url=url, payload=payload,
+                    port=port, concurrency=args.concurrency, logs=logs,
+                )  # fmt: skip
+                rounds.append(
+                    {"anchor_per_s": round(anchor, 1), "offload_per_s": round(offload, 1)}
                 )
-                for _ in range(n)
-            ]
-            Delivery.objects.bulk_create(deliveries, batch_size=1000)
-            # The attempt jobs wait in the queue; the clock runs from the worker's start,
-            # so it measures delivering, not submitting (bench/throughput.py measures that).
-            for offset in range(0, n, CHUNK):
-                specs = [
-                    JobSpec(kind=services.DELIVER_KIND, params={"delivery_id": str(d.id)})
-                    for d in deliveries[offset : offset + CHUNK]
-                ]
-                jobs_bulk_submit(specs=specs, owner=None)
-            started = time.monotonic()
-            worker = worker_start(
-                "config", queues="notifications", concurrency=args.concurrency, env=bench_env(),
-                log=logs / "worker.log",
-            )  # fmt: skip
-            ready = time.monotonic()
-            # Watch the receiver while the worker runs (a count query on the deliveries
-            # every 0.1 s would load the database being measured), then wait until every
-            # attempt is also recorded: the clock stops at the last record.
-            wait_until(
-                lambda: _answered(counts(port)) - _answered(anchor_counts) >= n,
-                timeout=1200,
-                interval=0.1,
-            )
-            wait_until(
-                lambda: Delivery.objects.filter(status__in=["succeeded", "failed"]).count() >= n,
-                timeout=120,
-                interval=0.01,
-            )
-            offload_seconds = time.monotonic() - ready
-            startup_seconds = ready - started
-            failed = Delivery.objects.exclude(status="succeeded").count()
             final_counts = counts(port)
         finally:
-            if worker is not None:
-                worker_stop(worker)
             receiver.terminate()
             receiver.wait(30)
 
-    offload_verified = final_counts["verified"] - anchor_counts["verified"]
     fig = {
         "deliveries": n,
-        "offload_per_s": round(n / offload_seconds, 1),
-        "anchor_per_s": round(n / anchor_seconds, 1),
-        "failed": failed,
-        "worker_startup_s": round(startup_seconds, 2),
-        "verified_by_receiver": offload_verified,
+        "rounds": rounds,
+        "offload_per_s": max(r["offload_per_s"] for r in rounds),
+        "anchor_per_s": max(r["anchor_per_s"] for r in rounds),
+        "verified_by_receiver": final_counts["verified"],
         "rejected_by_receiver": final_counts["rejected"],
     }
     fig["ratio"] = round(fig["offload_per_s"] / fig["anchor_per_s"], 3)
-    print(f"signed webhook deliveries, n={n}, worker {args.concurrency} processes, "
-          f"receiver {HOST} (uvicorn), "
+    expected = 2 * n * args.rounds  # every anchor and every Offload delivery
+    print(f"signed webhook deliveries, n={n} per round, {args.rounds} rounds, "
+          f"worker {args.concurrency} processes, receiver {HOST} (uvicorn), "
           f"{os.cpu_count()} cores")  # fmt: skip
-    print(f"{'system':<34}{'per s':>10}{'ratio':>8}")
+    for number, r in enumerate(rounds, 1):
+        print(f"round {number}: bare loop {r['anchor_per_s']:.0f}/s, "
+              f"offload {r['offload_per_s']:.0f}/s")  # fmt: skip
+    print(f"{'best of each':<34}{'per s':>10}{'ratio':>8}")
     print(f"{'bare sign+POST loop (2 threads)':<34}{fig['anchor_per_s']:>10.0f}{1:>8.2f}")
     print(f"{'offload webhook.deliver jobs':<34}{fig['offload_per_s']:>10.0f}{fig['ratio']:>8.2f}")
-    print(f"receiver verified {offload_verified}/{n} deliveries, rejected "
-          f"{final_counts['rejected']}; deliveries not succeeded: {failed}")  # fmt: skip
-    ok = fig["offload_per_s"] >= 300 and failed == 0 and offload_verified == n
+    print(f"receiver verified {final_counts['verified']}/{expected} deliveries, rejected "
+          f"{final_counts['rejected']}")  # fmt: skip
+    ok = (
+        fig["offload_per_s"] >= 300
+        and final_counts["verified"] == expected
+        and not final_counts["rejected"]
+    )
     fig["budgets"] = {"at_least_300_verified_per_s": ok}
     print(f"budget: at least 300 verified deliveries/s: {'met' if ok else 'MISSED'}")
     print(f"written {results_write('webhooks', fig)}")

@@ -39,4 +39,6 @@ fi
 if [ "$mode" = dev ]; then
   # Browser tests drive Debian's Chromium, never a downloaded browser.
   command -v chromium >/dev/null 2>&1 || apt_install chromium
+  # The outbound TLS test makes its certificates with the openssl command.
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
 fi
