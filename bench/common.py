@@ -86,17 +86,36 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.02) -> float:
     return time.monotonic()
 
 
-def worker_start(app: str, *, queues: str, concurrency: int, env: dict[str, str], log: Path):
+def worker_start(
+    app: str,
+    *,
+    queues: str,
+    concurrency: int,
+    env: dict[str, str],
+    log: Path,
+    pool: str = "prefork",
+    name: str = "",
+    wait: bool = True,
+):
+    """Start a Celery worker; with `wait`, return once it is ready (see worker_ready)."""
     out = open(log, "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [str(BIN / "celery"), "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
-         "--pool", "prefork", "--without-mingle", "--without-gossip", "-l", "info"],
+         "--pool", pool, "--without-mingle", "--without-gossip", "-l", "info",
+         *(["-n", name] if name else [])],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60)
-    if process.poll() is not None:
-        raise RuntimeError(f"worker {app} exited: {log.read_text()[-2000:]}")
+    process.log = log
+    if wait:
+        wait_until(lambda: worker_ready(process), timeout=60)
     return process
+
+
+def worker_ready(process: subprocess.Popen) -> bool:
+    """Whether the worker consumes (it logs ` ready.`); raises if it exited instead."""
+    if process.poll() is not None:
+        raise RuntimeError(f"worker exited: {process.log.read_text()[-2000:]}")
+    return b" ready." in process.log.read_bytes()
 
 
 def worker_stop(process: subprocess.Popen) -> None:

@@ -1,13 +1,14 @@
 """Signed webhook deliveries per second to a local receiver that verifies every signature.
 
-Deliveries are recorded and their `webhook.deliver` jobs queued first; then a real worker
-(2 processes, the `notifications` queue) starts, and the clock runs from its start until
-every delivery has succeeded. The anchor, in the same run: a bare loop that signs and POSTs the
+Deliveries are recorded and their `webhook.deliver` jobs queued first; then real workers
+start as the Procfile runs the `notifications` queue (thread pools, one process per core: 2
+processes of 8 threads), and the clock runs from their start until every delivery has
+succeeded. The anchor, in the same run: a bare loop that signs and POSTs the
 same bodies to the same receiver from 2 threads over keep-alive connections, with the HTTP
 client the worker uses (no job record, no delivery record). The sides alternate for
 `--rounds` rounds and each side's best round is compared.
 
-    python bench/webhooks.py [-n 3000] [--rounds 3]
+    python bench/webhooks.py [-n 3000] [--rounds 3] [--processes 2] [--threads 8]
 """
 
 import argparse
@@ -32,6 +33,7 @@ from common import (
     sized,
     tables_vacuum,
     wait_until,
+    worker_ready,
     worker_start,
     worker_stop,
 )
@@ -91,7 +93,17 @@ def run_anchor(n: int, secret: str, port: int, payload: dict) -> float:
 
 
 def run_offload(
-    n: int, *, user, endpoint, job, url: str, payload: dict, port: int, concurrency: int, logs: Path
+    n: int,
+    *,
+    user,
+    endpoint,
+    job,
+    url: str,
+    payload: dict,
+    port: int,
+    processes: int,
+    threads: int,
+    logs: Path,
 ) -> float:
     """Record n deliveries and queue their attempt jobs, then start a worker: seconds from
     its start until every attempt is answered and recorded."""
@@ -123,11 +135,23 @@ def run_offload(
         ]
         jobs_bulk_submit(specs=specs, owner=None)
     before = counts(port)
-    worker = worker_start(
-        "config", queues="notifications", concurrency=concurrency, env=bench_env(),
-        log=logs / "worker.log",
-    )  # fmt: skip
+    # As the Procfile runs the notifications queue: thread-pool workers, one per core. They
+    # start together, and the clock runs from the first one ready.
+    workers = [
+        worker_start(
+            "config",
+            queues="notifications",
+            concurrency=threads,
+            env=bench_env(),
+            log=logs / f"worker-{number}.log",
+            pool="threads",
+            name=f"notifications{number}@%h",
+            wait=False,
+        )
+        for number in range(1, processes + 1)
+    ]
     try:
+        wait_until(lambda: any(worker_ready(w) for w in workers), timeout=60, interval=0.01)
         ready = time.monotonic()
         # Watch the receiver while the worker runs (a count query on the deliveries
         # every 0.1 s would load the database being measured), then wait until every
@@ -141,7 +165,8 @@ def run_offload(
         )
         seconds = time.monotonic() - ready
     finally:
-        worker_stop(worker)
+        for worker in workers:
+            worker_stop(worker)
     failed = Delivery.objects.exclude(status="succeeded").count()
     if failed:
         raise RuntimeError(f"{failed} deliveries did not succeed")
@@ -151,7 +176,8 @@ def run_offload(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=sized(3000, 1500), help="deliveries per round")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--rounds", type=int, default=sized(3, 2), help="rounds per side")
     args = parser.parse_args()
     n = args.n - args.n % 2
@@ -194,7 +220,7 @@ def main() -> None:
                 anchor = n / run_anchor(n, endpoint.secret, port, payload)
                 offload = n / run_offload(
                     n, user=user, endpoint=endpoint, job=job, url=url, payload=payload,
-                    port=port, concurrency=args.concurrency, logs=logs,
+                    port=port, processes=args.processes, threads=args.threads, logs=logs,
                 )  # fmt: skip
                 rounds.append(
                     {"anchor_per_s": round(anchor, 1), "offload_per_s": round(offload, 1)}
@@ -215,7 +241,8 @@ def main() -> None:
     fig["ratio"] = round(fig["offload_per_s"] / fig["anchor_per_s"], 3)
     expected = 2 * n * args.rounds  # every anchor and every Offload delivery
     print(f"signed webhook deliveries, n={n} per round, {args.rounds} rounds, "
-          f"worker {args.concurrency} processes, receiver {HOST} (uvicorn), "
+          f"worker {args.processes} processes x {args.threads} threads, receiver {HOST} "
+          f"(uvicorn), "
           f"{os.cpu_count()} cores")  # fmt: skip
     for number, r in enumerate(rounds, 1):
         print(f"round {number}: bare loop {r['anchor_per_s']:.0f}/s, "

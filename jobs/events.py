@@ -112,6 +112,7 @@ class _AmqpPublisher:
 
 
 _publisher: _AmqpPublisher | None = None
+_publisher_lock = threading.Lock()
 _listeners: list = []
 _row_hooks: list = []
 
@@ -142,7 +143,9 @@ def event_publish(event: dict[str, Any], *, row: dict[str, Any] | None = None) -
             hook(event, row)
     if settings.OFFLOAD_EVENTS_BACKEND == "amqp":
         if _publisher is None:
-            _publisher = _AmqpPublisher()
+            with _publisher_lock:  # a thread pool's first events may come together
+                if _publisher is None:
+                    _publisher = _AmqpPublisher()
         _publisher.submit(event)
 
 

@@ -8,9 +8,7 @@ progress call, whichever comes first.
 """
 
 import contextvars
-import heapq
 import logging
-import os
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from jobs.dbretry import DB_ERRORS, db_retry
 from jobs.errors import JobCancelled
 from jobs.models import JobStatus
 from jobs.registry import kind_for_task
+from jobs.timers import Timers
 
 logger = logging.getLogger(__name__)
 _current: contextvars.ContextVar["JobRun | None"] = contextvars.ContextVar(
@@ -191,62 +190,29 @@ class JobRun:
 
 TICK = 0.005  # seconds a keeper wake-up may come after a run's due time
 
-
-class _Keeper:
-    """One daemon thread per worker process: marks runs that outlive the mark delay as
-    running and renews the heartbeat of long runs."""
-
-    def __init__(self) -> None:
-        self._pid = 0
-        self._cond = threading.Condition()
-        self._due: list[tuple[float, int, JobRun]] = []
-        self._seq = 0
-
-    def watch(self, run: JobRun) -> None:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._cond = threading.Condition()
-            self._due = []
-            threading.Thread(target=self._loop, name="offload-keeper", daemon=True).start()
-        with self._cond:
-            self._push(time.monotonic() + settings.OFFLOAD_RUNNING_MARK_AFTER, run)
-            # Every run waits the same delay, so a new one is almost never the next due:
-            # the keeper is woken only when it is (no thread switch per job).
-            if self._due[0][2] is run:
-                self._cond.notify()
-
-    def _push(self, due: float, run: JobRun) -> None:
-        self._seq += 1
-        heapq.heappush(self._due, (due, self._seq, run))
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    # Sleep a tick past the next due time: the runs due by then (most of
-                    # them long finished) are handled in one wake-up.
-                    timeout = self._due[0][0] - time.monotonic() + TICK if self._due else None
-                    self._cond.wait(timeout)
-                _, _, run = heapq.heappop(self._due)
-            if run.finished:
-                continue
-            try:
-                if run.marked:
-                    run.heartbeat()
-                else:
-                    run.mark()
-            except DatabaseError as exc:
-                logger.warning("job %s: running mark or heartbeat not written: %s", run.id, exc)
-            if not run.finished:
-                with self._cond:
-                    self._push(time.monotonic() + settings.OFFLOAD_HEARTBEAT_INTERVAL, run)
-
-
-_keeper = _Keeper()
+# Marks runs that outlive the mark delay as running and renews the heartbeat of long runs.
+# Every run waits the same delay, so a new one is almost never the next due: the thread is
+# woken only when it is (no thread switch per job), and the runs due within a tick of each
+# other (most of them long finished) are handled in one wake-up.
+_keeper = Timers("offload-keeper", slack=TICK)
 
 
 def run_watch(run: JobRun) -> None:
-    _keeper.watch(run)
+    _keeper.call_later(settings.OFFLOAD_RUNNING_MARK_AFTER, lambda: _run_keep(run))
+
+
+def _run_keep(run: JobRun) -> None:
+    if run.finished:
+        return
+    try:
+        if run.marked:
+            run.heartbeat()
+        else:
+            run.mark()
+    except DatabaseError as exc:
+        logger.warning("job %s: running mark or heartbeat not written: %s", run.id, exc)
+    if not run.finished:
+        _keeper.call_later(settings.OFFLOAD_HEARTBEAT_INTERVAL, lambda: _run_keep(run))
 
 
 def current_run() -> JobRun | None:

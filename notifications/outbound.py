@@ -14,6 +14,7 @@ Redirects are never followed. `OFFLOAD_WEBHOOK_ALLOWED_HOSTS` lists host names, 
 networks (CIDR) that are let through anyway, for development and tests.
 """
 
+import contextlib
 import http.client
 import ipaddress
 import select
@@ -30,6 +31,7 @@ import certifi
 from django.conf import settings
 
 from jobs.errors import OffloadError
+from jobs.timers import Timers
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -160,7 +162,7 @@ class Response:
 
 
 BODY_KEPT = 500  # bytes of the answer read and recorded; a receiver cannot make us read more
-IDLE_KEPT = 16  # receivers whose idle keep-alive connection a worker process holds
+IDLE_KEPT = 32  # idle keep-alive connections a worker process holds, over all receivers
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -185,16 +187,26 @@ def _tls_context() -> ssl.SSLContext:
     return _tls
 
 
-# One idle connection per (scheme, address, port, host), most recently used last. A worker
-# process sends one delivery at a time, so one is all it can reuse.
-_idle: OrderedDict[tuple, http.client.HTTPConnection] = OrderedDict()
+# Idle connections per (scheme, address, port, host), least recently used receiver first.
+# A thread-pool worker sends to one receiver from several threads at once, so a receiver
+# can have several; each is handed to one sender at a time.
+_idle: OrderedDict[tuple, list[http.client.HTTPConnection]] = OrderedDict()
 _idle_lock = threading.Lock()
 
 
-def _connection(key: tuple, timeout: float) -> http.client.HTTPConnection:
+def _idle_take(key: tuple) -> http.client.HTTPConnection | None:
     with _idle_lock:
-        conn = _idle.pop(key, None)
-    if conn is not None:
+        kept = _idle.get(key)
+        if not kept:
+            return None
+        conn = kept.pop()
+        if not kept:
+            del _idle[key]
+        return conn
+
+
+def _connection(key: tuple, timeout: float) -> http.client.HTTPConnection:
+    while (conn := _idle_take(key)) is not None:
         # A connection the receiver has closed (or written to unasked) reads as ready.
         if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
             conn.sock.settimeout(timeout)
@@ -209,14 +221,40 @@ def _connection(key: tuple, timeout: float) -> http.client.HTTPConnection:
 
 
 def _keep(key: tuple, conn: http.client.HTTPConnection) -> None:
+    evicted = []
     with _idle_lock:
-        old = _idle.pop(key, None)
-        _idle[key] = conn
-        evicted = [old] if old is not None else []
-        while len(_idle) > IDLE_KEPT:
-            evicted.append(_idle.popitem(last=False)[1])
+        _idle.setdefault(key, []).append(conn)
+        _idle.move_to_end(key)
+        excess = sum(len(kept) for kept in _idle.values()) - IDLE_KEPT
+        while excess > 0:
+            oldest, kept = next(iter(_idle.items()))
+            evicted.append(kept.pop(0))
+            if not kept:
+                del _idle[oldest]
+            excess -= 1
     for stale in evicted:
         stale.close()
+
+
+# Ends attempts that outlive their deadline. The per-operation socket timeout alone would
+# let a receiver that drips a byte at a time hold a sender for as long as it likes, and
+# Celery's time limits, which would stop it, do not apply in a thread pool. Almost every
+# deadline is cancelled long before it is due: the slack lets the thread drop them in
+# batches, a wake-up every half second rather than one per attempt.
+_deadlines = Timers("offload-webhook-deadlines", slack=0.5)
+
+
+def _attempt_end(conn: http.client.HTTPConnection, fired: list[bool]) -> None:
+    """Shut down the socket of an overdue attempt: the sender's blocked read returns at once
+    with an end of stream."""
+    sock = conn.sock
+    if sock is None:  # still connecting, which the socket timeout bounds: look again soon
+        _deadlines.call_later(0.05, lambda: _attempt_end(conn, fired))
+        return
+    fired.append(True)
+    # The plain socket's shutdown, also under TLS: the sender's thread owns the TLS state.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def post(target: Target, *, body: bytes, headers: dict[str, str]) -> Response:
@@ -225,8 +263,9 @@ def post(target: Target, *, body: bytes, headers: dict[str, str]) -> Response:
     Plain `http.client`: it follows no redirects, reads no proxy from the environment and
     keeps no cookies, and it costs half the CPU of an httpx transport per request (this is
     the hot path of the webhook queue). Every socket operation (connect, TLS, send, each
-    read) has OFFLOAD_WEBHOOK_TIMEOUT; only the first BODY_KEPT bytes of the answer are
-    read, and a connection is kept alive only when its answer was read to the end.
+    read) has OFFLOAD_WEBHOOK_TIMEOUT, and so has the whole attempt (see _Deadlines); only
+    the first BODY_KEPT bytes of the answer are read, and a connection is kept alive only
+    when its answer was read to the end.
     """
     parts = urlsplit(target.url)
     host_header = target.host if parts.port is None else f"{target.host}:{target.port}"
@@ -243,22 +282,36 @@ def post(target: Target, *, body: bytes, headers: dict[str, str]) -> Response:
     timeout = settings.OFFLOAD_WEBHOOK_TIMEOUT
     started = time.monotonic()
     conn = _connection(key, timeout)
+    fired: list[bool] = []
+    deadline = _deadlines.call_later(timeout, lambda: _attempt_end(conn, fired))
     try:
         conn.request("POST", path, body=body, headers=request_headers)
         response = conn.getresponse()
         text = response.read(BODY_KEPT).decode("utf-8", "replace")
     except TimeoutError:
+        deadline.cancel()
         conn.close()
-        return Response(
-            None, (time.monotonic() - started) * 1000, error=f"no answer within {timeout:g} s"
-        )
+        return _no_answer(started, timeout)
     except (OSError, ValueError, http.client.HTTPException) as exc:
         # ValueError: a URL path or header http.client refuses to send (control characters)
+        deadline.cancel()
         conn.close()
+        if fired:
+            return _no_answer(started, timeout)
         return Response(None, (time.monotonic() - started) * 1000, error=f"{exc!r}"[:300])
+    deadline.cancel()
+    if fired:
+        conn.close()
+        return _no_answer(started, timeout)
     latency_ms = (time.monotonic() - started) * 1000
     if response.isclosed() and not response.will_close:
         _keep(key, conn)
     else:
         conn.close()
     return Response(response.status, latency_ms, body=text)
+
+
+def _no_answer(started: float, timeout: float) -> Response:
+    return Response(
+        None, (time.monotonic() - started) * 1000, error=f"no answer within {timeout:g} s"
+    )

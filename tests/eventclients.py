@@ -101,7 +101,7 @@ class ReplyQueue:
 class WebhookReceiver:
     """A loopback HTTP server that verifies each request with the `standardwebhooks`
     package. `behaviour(n)` picks the answer of the n-th request: a status code, or
-    "hang" (answers after `hang_seconds`)."""
+    "hang" (answers after `hang_seconds`, or when `release` is set)."""
 
     def __init__(
         self,
@@ -114,6 +114,7 @@ class WebhookReceiver:
         self.secrets = secrets or []
         self.behaviour = behaviour or (lambda n: 200)
         self.hang_seconds = hang_seconds
+        self.release = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -138,7 +139,7 @@ class WebhookReceiver:
                     )
                 answer = receiver.behaviour(n)
                 if answer == "hang":
-                    threading.Event().wait(receiver.hang_seconds)
+                    receiver.release.wait(receiver.hang_seconds)
                     answer = 200
                 if isinstance(answer, tuple):
                     answer, location = answer

@@ -14,10 +14,20 @@ from django.conf import settings
 
 from tests.support import BIN, ROOT, process_env
 
-PROCESS_TYPES = {"release", "web", "worker", "worker-bulk", "beat", "flower"}
+PROCESS_TYPES = {
+    "release",
+    "web",
+    "worker",
+    "worker-notifications",
+    "worker-bulk",
+    "beat",
+    "flower",
+}
+WORKERS = ("worker", "worker-notifications", "worker-bulk")
 UNITS = {
     "web": "offload-web.service",
     "worker": "offload-worker.service",
+    "worker-notifications": "offload-worker-notifications@.service",
     "worker-bulk": "offload-worker-bulk.service",
     "beat": "offload-beat.service",
     "flower": "offload-flower.service",
@@ -91,7 +101,7 @@ def test_web_is_gunicorn_with_uvicorn_workers_and_loads_the_app():
     assert broken.returncode != 0  # the check would notice an app that does not load
 
 
-@pytest.mark.parametrize("name", ["worker", "worker-bulk"])
+@pytest.mark.parametrize("name", WORKERS)
 def test_workers_consume_declared_queues_of_the_celery_app(name):
     args = procfile()[name]
     assert args[:4] == ["celery", "-A", "config", "worker"]
@@ -112,9 +122,23 @@ def test_workers_consume_declared_queues_of_the_celery_app(name):
 
 def test_every_queue_has_a_worker_process():
     consumed = set()
-    for name in ("worker", "worker-bulk"):
+    for name in WORKERS:
         consumed |= set(option(procfile()[name], "-Q").split(","))
     assert consumed == {queue.name for queue in settings.CELERY_TASK_QUEUES}
+
+
+def test_notifications_run_on_a_thread_pool_and_every_instance_is_wanted():
+    args = procfile()["worker-notifications"]
+    assert option(args, "--pool", "-P") == "threads"
+    assert int(option(args, "-c", "--concurrency")) > 1
+    # The other queues keep processes: thumbnails and imports are CPU-bound, and their
+    # kinds rely on Celery's time limits.
+    assert all("--pool" not in procfile()[name] for name in ("worker", "worker-bulk"))
+    wanted = unit("offload.target")["Unit"]["Wants"].split()
+    instances = [w for w in wanted if w.startswith("offload-worker-notifications@")]
+    assert len(instances) >= 2
+    assert all(re.fullmatch(r"offload-worker-notifications@\d+\.service", i) for i in instances)
+    assert {u for u in UNITS.values() if "@" not in u} <= set(wanted)
 
 
 def test_beat_uses_offloads_scheduler():
@@ -159,7 +183,7 @@ def test_systemd_units_run_the_procfile_commands(process):
     command = shlex.split(service["ExecStart"])
     assert command[0] == f"/srv/offload/.venv/bin/{procfile()[process][0]}"
     expected = procfile()[process]
-    for flag in ("-A", "-Q", "-k"):
+    for flag in ("-A", "-Q", "-k", "--pool"):
         if flag in expected:
             assert option(command, flag) == option(expected, flag)
     assert command[1] == expected[1]

@@ -79,7 +79,7 @@ class Server:
 def _no_idle_connections() -> Iterator[None]:
     yield
     with outbound._idle_lock:
-        idle = list(outbound._idle.values())
+        idle = [conn for kept in outbound._idle.values() for conn in kept]
         outbound._idle.clear()
     for conn in idle:
         conn.close()
@@ -107,7 +107,7 @@ def test_a_connection_the_receiver_closed_is_not_reused():
         first = _post(server.target())
         # the receiver closes after its answer: wait for the close to reach the idle socket
         with outbound._idle_lock:
-            (idle,) = outbound._idle.values()
+            ((idle,),) = outbound._idle.values()
         idle.sock.settimeout(5)
         assert idle.sock.recv(1, socket.MSG_PEEK) == b""
         second = _post(server.target())
@@ -208,6 +208,90 @@ def tls_server(certificates: Path, monkeypatch) -> Iterator[Server]:
     server = Server(tls=context)
     yield server
     server.close()
+
+
+def test_concurrent_senders_each_keep_their_connection():
+    server = Server()
+    barrier = threading.Barrier(4)
+    answers: list[outbound.Response] = []
+
+    def sender() -> None:
+        for _ in range(3):
+            barrier.wait(timeout=10)  # the four send together, three times over
+            answers.append(_post(server.target()))
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        server.close()
+    assert [a.status_code for a in answers] == [204] * 12
+    # one connection per concurrent sender, each reused: none closed and made again
+    assert server.connections == 4
+    with outbound._idle_lock:
+        assert [len(kept) for kept in outbound._idle.values()] == [4]
+
+
+def test_idle_connections_are_capped_oldest_receiver_first(monkeypatch):
+    monkeypatch.setattr(outbound, "IDLE_KEPT", 2)
+    servers = [Server() for _ in range(3)]
+    try:
+        for server in servers:
+            assert _post(server.target()).status_code == 204
+        with outbound._idle_lock:
+            kept = {key[2] for key in outbound._idle}
+        assert kept == {servers[1].port, servers[2].port}
+        assert _post(servers[0].target()).status_code == 204
+    finally:
+        for server in servers:
+            server.close()
+    assert [server.connections for server in servers] == [2, 1, 1]
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline(settings):
+    settings.OFFLOAD_WEBHOOK_TIMEOUT = 1
+    listener = socket.create_server((ADDRESS, 0))
+    port = listener.getsockname()[1]
+    sent: list[int] = []
+    stop = threading.Event()
+
+    def drip() -> None:
+        # A status line and then a header a byte at a time, each well within the socket
+        # timeout: only the deadline of the whole attempt can end it.
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            while len(sent) < 150 and not stop.wait(0.1):  # a complete answer after 15 s
+                conn.sendall(b"x")
+                sent.append(1)
+            conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass  # the sender hung up
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        target = outbound.Target(
+            url=f"http://{ADDRESS}:{port}/", host=ADDRESS, port=port,
+            address=ipaddress.ip_address(ADDRESS),
+        )  # fmt: skip
+        answer = _post(target)
+        dripped = len(sent)
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+    assert answer.status_code is None
+    assert answer.error == "no answer within 1 s"
+    # the drip was still going when the sender gave up: it was cut off, not answered
+    assert dripped >= 5
+    assert not outbound._idle
 
 
 def test_https_connects_to_the_checked_address_and_verifies_the_url_host(tls_server):
