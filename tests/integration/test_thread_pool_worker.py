@@ -1,6 +1,7 @@
 """The notifications queue on a thread-pool worker (`--pool threads`), as the Procfile runs
 it: deliveries go on past a receiver that hangs, the keeper marks the hanging attempt
-running, retries are released, and every request is signed and recorded once."""
+running, retries are released, and every request is signed and recorded once; email jobs
+sent side by side each reach every recipient once, a 4xx retried through the pool."""
 
 import uuid
 
@@ -11,23 +12,35 @@ from jobs.models import Job
 from notifications import services
 from notifications.models import Delivery
 from tests.eventclients import WebhookReceiver
-from tests.support import Worker, process_env, queues_purge, wait_for
+from tests.smtp import SmtpServer
+from tests.support import Worker, process_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 FAST = 40
 
 
+@pytest.fixture(scope="module")
+def smtp():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def thread_worker(log_dir):
-    queues_purge()
+def thread_worker(no_worker, log_dir, smtp):
+    """The only consumer meanwhile (the session worker, if running, is paused)."""
+    smtp.reset()
     # An attempt's deadline long enough that the hanging one outlasts everything else.
+    env = process_env(
+        OFFLOAD_WEBHOOK_TIMEOUT="60", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port)
+    )
     worker = Worker(
         queues="notifications",
         concurrency=4,
         log_dir=log_dir,
         extra_args=("--pool", "threads"),
-        env=process_env(OFFLOAD_WEBHOOK_TIMEOUT="60"),
+        env=env,
     ).start()
     yield worker
     worker.stop()
@@ -104,3 +117,32 @@ def test_a_hanging_receiver_holds_one_thread_and_the_others_deliver(thread_worke
     assert jobs.count() == FAST + 2  # an attempt job per attempt
     assert set(jobs.values_list("status", flat=True)) == {"succeeded"}
     assert slow.requests[0]["verified"] == {slow_endpoint.secret: True}
+
+
+def test_email_jobs_side_by_side_reach_every_recipient_once(thread_worker, smtp, api):
+    # carol's first DATA gets a 451: her job retries through the pool and sends only to her.
+    def reply(phase: str, rcpt: str, seen: int) -> str | None:
+        first_data_to_carol = (phase, rcpt, seen) == ("DATA", "carol@example.org", 1)
+        return "451 4.3.0 Try again" if first_data_to_carol else None
+
+    smtp.reset(reply=reply)
+    recipients = [[f"r{n}a@example.org", f"r{n}b@example.org"] for n in range(6)]
+    recipients[2][1] = "carol@example.org"
+    ids = []
+    for to in recipients:
+        body = {"kind": "email", "params": {"template": "reminder", "to": to,
+                "context": {"title": "T", "message": "M"}}}  # fmt: skip
+        response = api.post("/api/v1/jobs", body, format="json")
+        assert response.status_code == 202, response.content
+        ids.append(response.json()["id"])
+
+    def finished() -> bool:
+        done = Job.objects.filter(id__in=ids, status__in=["succeeded", "failed", "dead"])
+        return done.count() == len(ids)
+
+    wait_for(finished, timeout=90, what="every email job to finish")
+    jobs = {str(job.id): job for job in Job.objects.filter(id__in=ids)}
+    assert {job.status for job in jobs.values()} == {"succeeded"}
+    assert smtp.count() == {address: 1 for to in recipients for address in to}
+    assert jobs[ids[2]].attempts == 2
+    assert [jobs[i].attempts for i in ids if i != ids[2]] == [1] * 5
