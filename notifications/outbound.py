@@ -244,14 +244,29 @@ def _keep(key: tuple, conn: http.client.HTTPConnection) -> None:
 _deadlines = Timers("offload-webhook-deadlines", slack=0.5)
 
 
-def _attempt_end(conn: http.client.HTTPConnection, fired: list[bool]) -> None:
+class _Attempt:
+    """What the deadline timer needs of one attempt: its connection, whether the attempt is
+    over (set by its sender), and whether the deadline cut it off."""
+
+    __slots__ = ("conn", "cut", "over")
+
+    def __init__(self, conn: http.client.HTTPConnection) -> None:
+        self.conn = conn
+        self.over = False
+        self.cut = False
+
+
+def _attempt_end(attempt: _Attempt) -> None:
     """Shut down the socket of an overdue attempt: the sender's blocked read returns at once
-    with an end of stream."""
-    sock = conn.sock
-    if sock is None:  # still connecting, which the socket timeout bounds: look again soon
-        _deadlines.call_later(0.05, lambda: _attempt_end(conn, fired))
+    with an end of stream. (Should the attempt end meanwhile and keep its connection, the
+    shut-down socket reads as closed when next taken, and a new one is made.)"""
+    if attempt.over:
         return
-    fired.append(True)
+    sock = attempt.conn.sock
+    if sock is None:  # still connecting, which the socket timeout bounds: look again soon
+        _deadlines.call_later(0.05, lambda: _attempt_end(attempt))
+        return
+    attempt.cut = True
     # The plain socket's shutdown, also under TLS: the sender's thread owns the TLS state.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -282,25 +297,26 @@ def post(target: Target, *, body: bytes, headers: dict[str, str]) -> Response:
     timeout = settings.OFFLOAD_WEBHOOK_TIMEOUT
     started = time.monotonic()
     conn = _connection(key, timeout)
-    fired: list[bool] = []
-    deadline = _deadlines.call_later(timeout, lambda: _attempt_end(conn, fired))
+    attempt = _Attempt(conn)
+    deadline = _deadlines.call_later(timeout, lambda: _attempt_end(attempt))
     try:
-        conn.request("POST", path, body=body, headers=request_headers)
-        response = conn.getresponse()
-        text = response.read(BODY_KEPT).decode("utf-8", "replace")
+        try:
+            conn.request("POST", path, body=body, headers=request_headers)
+            response = conn.getresponse()
+            text = response.read(BODY_KEPT).decode("utf-8", "replace")
+        finally:
+            attempt.over = True
+            deadline.cancel()
     except TimeoutError:
-        deadline.cancel()
         conn.close()
         return _no_answer(started, timeout)
     except (OSError, ValueError, http.client.HTTPException) as exc:
         # ValueError: a URL path or header http.client refuses to send (control characters)
-        deadline.cancel()
         conn.close()
-        if fired:
+        if attempt.cut:
             return _no_answer(started, timeout)
         return Response(None, (time.monotonic() - started) * 1000, error=f"{exc!r}"[:300])
-    deadline.cancel()
-    if fired:
+    if attempt.cut:
         conn.close()
         return _no_answer(started, timeout)
     latency_ms = (time.monotonic() - started) * 1000
