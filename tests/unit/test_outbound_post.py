@@ -7,7 +7,8 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -89,6 +90,36 @@ def _post(target: outbound.Target, body: bytes = b'{"n":1}') -> outbound.Respons
     return outbound.post(target, body=body, headers={"webhook-id": "msg_1"})
 
 
+def _target(port: int) -> outbound.Target:
+    return outbound.Target(
+        url=f"http://{ADDRESS}:{port}/", host=ADDRESS, port=port,
+        address=ipaddress.ip_address(ADDRESS),
+    )  # fmt: skip
+
+
+@contextmanager
+def _one_connection(serve: Callable[[socket.socket], None]) -> Iterator[outbound.Target]:
+    """A bare TCP listener that hands its first connection to `serve`, on a thread."""
+    listener = socket.create_server((ADDRESS, 0))
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        try:
+            serve(conn)
+        except OSError:
+            pass  # the sender hung up
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield _target(listener.getsockname()[1])
+    finally:
+        thread.join(10)
+        listener.close()
+
+
 def test_deliveries_to_one_receiver_reuse_one_connection():
     server = Server()
     try:
@@ -129,26 +160,12 @@ def test_only_the_start_of_a_long_answer_is_read_and_its_connection_is_dropped()
 
 
 def test_an_answer_that_is_not_http_is_an_error_not_an_exception():
-    listener = socket.create_server((ADDRESS, 0))
-    port = listener.getsockname()[1]
-
-    def garbage() -> None:
-        conn, _ = listener.accept()
+    def garbage(conn: socket.socket) -> None:
         conn.recv(65536)
         conn.sendall(b"SMTP ready\r\n\r\n")
-        conn.close()
 
-    thread = threading.Thread(target=garbage, daemon=True)
-    thread.start()
-    try:
-        target = outbound.Target(
-            url=f"http://{ADDRESS}:{port}/", host=ADDRESS, port=port,
-            address=ipaddress.ip_address(ADDRESS),
-        )  # fmt: skip
+    with _one_connection(garbage) as target:
         answer = _post(target)
-    finally:
-        thread.join(10)
-        listener.close()
     assert answer.status_code is None
     assert "BadStatusLine" in answer.error
     assert not outbound._idle
@@ -158,11 +175,7 @@ def test_a_refused_connection_is_an_error():
     listener = socket.create_server((ADDRESS, 0))
     port = listener.getsockname()[1]
     listener.close()
-    target = outbound.Target(
-        url=f"http://{ADDRESS}:{port}/", host=ADDRESS, port=port,
-        address=ipaddress.ip_address(ADDRESS),
-    )  # fmt: skip
-    answer = _post(target)
+    answer = _post(_target(port))
     assert answer.status_code is None
     assert "ConnectionRefused" in answer.error
 
@@ -253,40 +266,25 @@ def test_idle_connections_are_capped_oldest_receiver_first(monkeypatch):
 
 def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline(settings):
     settings.OFFLOAD_WEBHOOK_TIMEOUT = 1
-    listener = socket.create_server((ADDRESS, 0))
-    port = listener.getsockname()[1]
     sent: list[int] = []
     stop = threading.Event()
 
-    def drip() -> None:
+    def drip(conn: socket.socket) -> None:
         # A status line and then a header a byte at a time, each well within the socket
         # timeout: only the deadline of the whole attempt can end it.
-        conn, _ = listener.accept()
         conn.recv(65536)
-        try:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
-            while len(sent) < 150 and not stop.wait(0.1):  # a complete answer after 15 s
-                conn.sendall(b"x")
-                sent.append(1)
-            conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
-            pass  # the sender hung up
-        finally:
-            conn.close()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        while len(sent) < 150 and not stop.wait(0.1):  # a complete answer after 15 s
+            conn.sendall(b"x")
+            sent.append(1)
+        conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
 
-    thread = threading.Thread(target=drip, daemon=True)
-    thread.start()
-    try:
-        target = outbound.Target(
-            url=f"http://{ADDRESS}:{port}/", host=ADDRESS, port=port,
-            address=ipaddress.ip_address(ADDRESS),
-        )  # fmt: skip
-        answer = _post(target)
-        dripped = len(sent)
-    finally:
-        stop.set()
-        thread.join(10)
-        listener.close()
+    with _one_connection(drip) as target:
+        try:
+            answer = _post(target)
+            dripped = len(sent)
+        finally:
+            stop.set()
     assert answer.status_code is None
     assert answer.error == "no answer within 1 s"
     # the drip was still going when the sender gave up: it was cut off, not answered
