@@ -220,15 +220,17 @@ class StoredFile(models.Model):
     same output again (a redelivery) updates its row instead of adding one."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # storedfile_owner_created serves the owner lookups (see Meta).
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="stored_files",
+        db_index=False,
     )
     purpose = models.CharField(max_length=32, choices=FilePurpose.choices)
-    storage_name = models.CharField(max_length=500, unique=True)
+    storage_name = models.CharField(max_length=500)
     original_name = models.CharField(max_length=255, blank=True, default="")
     content_type = models.CharField(max_length=100, help_text="Decided from the content.")
     size = models.BigIntegerField()
@@ -247,6 +249,12 @@ class StoredFile(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # Every job output inserts (or, redelivered, rewrites) a row here, and each index
+        # costs an insert: only the ones a query reads. A unique constraint, not
+        # `unique=True`, so PostgreSQL gets no `varchar_pattern_ops` copy nothing reads.
+        constraints = [
+            models.UniqueConstraint(fields=["storage_name"], name="storedfile_storage_name_unique"),
+        ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="storedfile_owner_created"),
             models.Index(fields=["purpose", "created_at"], name="storedfile_purpose_created"),
