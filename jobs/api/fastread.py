@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.SyncChainMiddleware",  # passes the request and answer on unchanged
 ]
 # Accept values DRF answers with the JSON renderer's plain media type.
 ACCEPTED = frozenset({"*/*", "application/*", "application/json"})
