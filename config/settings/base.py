@@ -204,8 +204,22 @@ else:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A submit must answer quickly when the broker is down (503), not hang retrying.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# Job messages go out on one kept connection per process (jobs/publishing.py); after this
+# many idle seconds it is reopened before use, so a connection a firewall or load balancer
+# dropped silently never holds a submit until the confirm timeout.
+OFFLOAD_PUBLISH_IDLE_REOPEN = env.float("OFFLOAD_PUBLISH_IDLE_REOPEN", default=60.0)
 CELERY_BROKER_POOL_LIMIT = env.int("CELERY_BROKER_POOL_LIMIT", default=10)
-CELERY_TASK_PUBLISH_RETRY = False
+# Messages Celery itself publishes (a retry's, beat's maintenance tasks) get one immediate
+# retry on a fresh connection: a pooled connection left over from a broker restart fails
+# on first use, and a broker that is really down fails both tries within the connect
+# timeout. Job submits publish through jobs/publishing.py, which does the same.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0,
+    "interval_max": 0,
+}
 
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True

@@ -160,6 +160,32 @@ def test_another_users_upload_in_params_is_404_and_no_job(api, other_api, kind):
     assert Job.objects.count() == 0
 
 
+@pytest.mark.parametrize("kind", ["thumbnail", "csv_import"])
+def test_submits_in_turn_each_see_their_own_owner(
+    api, other_api, user, other_user, kind, no_worker
+):
+    # One thread validates every submit with the same params serializer per kind (its
+    # context is set per submit): the owner of one submit never carries over to the next.
+    content = jpeg_bytes(100, 100) if kind == "thumbnail" else contacts_csv(2)
+    theirs = upload(other_api, "theirs", content).json()["id"]
+    mine = upload(api, "mine", content).json()["id"]
+
+    answers = [
+        client.post("/api/v1/jobs", {"kind": kind, "params": {"upload": upload_id}}, format="json")
+        for client, upload_id in [
+            (other_api, theirs),
+            (api, theirs),
+            (api, mine),
+            (other_api, mine),
+        ]
+    ]
+
+    assert [answer.status_code for answer in answers] == [202, 404, 202, 404]
+    assert sorted(Job.objects.values_list("owner_id", flat=True)) == sorted(
+        [other_user.id, user.id]
+    )
+
+
 def test_an_upload_of_the_wrong_type_for_the_kind_is_400(api):
     csv_upload = upload(api, "c.csv", contacts_csv(2)).json()["id"]
     image_upload = upload(api, "i.jpg", jpeg_bytes(100, 100)).json()["id"]

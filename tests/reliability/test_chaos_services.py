@@ -51,7 +51,9 @@ def isolated(worker):
     queues_purge()
     yield
     wait_for(_db_tolerant(lambda: queues_purge() or True), timeout=60)
-    app.control.add_consumer("default", destination=[name], reply=True)
+    # A connection of its own: Celery's pooled one may predate the broker's restart.
+    with app.connection_for_write() as conn:
+        app.control.add_consumer("default", destination=[name], reply=True, connection=conn)
 
 
 def _broker_up() -> bool:
@@ -122,6 +124,39 @@ def test_broker_restart_during_submission_and_processing(isolated, user, log_dir
     assert outcome.lost == 0
     assert outcome.duplicated == 0
     assert Job.objects.count() == len(accepted)  # a 503 left nothing behind
+
+
+def test_a_retry_is_published_after_the_broker_closed_every_connection(isolated, api, log_dir):
+    # A worker process keeps a pooled broker connection for the messages Celery itself
+    # publishes (a retry's). After the broker closes every connection, the first retry
+    # must reconnect once, not fail its publish and reject the job.
+    rabbitmqctl = _tool("rabbitmqctl")
+    victim = Worker(log_dir=log_dir, queues="default", concurrency=1).start()
+
+    def failing_once() -> str:
+        params = {"fail": "transient", "fail_attempts": 1}
+        response = api.post("/api/v1/jobs", {"kind": "demo.sleep", "params": params}, format="json")
+        assert response.status_code == 202, response.content
+        return response.json()["id"]
+
+    def ended(job_id: str):
+        return Job.objects.filter(id=job_id, status__in=["succeeded", "failed", "dead"]).first()
+
+    try:
+        first_id = failing_once()
+        first = wait_for(lambda: ended(first_id), timeout=60, what="a job that retried")
+        assert (first.status, first.attempts) == ("succeeded", 2)  # the pool is in use now
+        subprocess.run(
+            [rabbitmqctl, "close_all_connections", "closed by a test"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        job_id = failing_once()
+        job = wait_for(lambda: ended(job_id), timeout=90, what="the job after the close")
+    finally:
+        victim.stop()
+    assert (job.status, job.attempts) == ("succeeded", 2)
 
 
 def test_database_restart_during_processing(isolated, log_dir):
