@@ -69,7 +69,7 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
     request = sender.request
     retries = getattr(request, "retries", 0) or 0
     claim = db_retry(lifecycle.job_claim, job_id=args[0], kind=kind.name)
-    if claim is not None and claim["attempts"] < retries:
+    if claim is not None and not _previous_attempt_written(claim, retries):
         claim = _claim_after_previous_attempt(args[0], kind.name, retries)
     if claim is None:
         logger.info("job %s not run: it is no longer waiting to run", args[0])
@@ -113,18 +113,35 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
 RETRY_CATCH_UP = 2.0  # seconds a retry's run waits for its previous attempt's write
 
 
+def _previous_attempt_written(claim: dict, retries: int) -> bool:
+    """Whether the attempts before a message's run have written their outcome. A retry's
+    message (`retries` earlier attempts) is for attempt retries + 1; attempt `retries` is
+    over once it has written `retrying`. Until then the job shows fewer attempts (the
+    previous run was never marked) or that very attempt still `running` (it was marked,
+    by a progress call or the keeper). More attempts than `retries`: this message's own
+    run was marked before (a redelivery)."""
+    attempts = claim["attempts"]
+    return attempts > retries or (attempts == retries and claim["status"] != JobStatus.RUNNING)
+
+
 def _claim_after_previous_attempt(job_id: Any, kind: str, retries: int) -> dict | None:
     """Celery publishes a retry's message before the `task_retry` signal in which the
     previous attempt writes `retrying`, so a message with a near-zero (jittered) countdown
-    can be claimed before that write lands. Claimed then, the run would repeat the previous
-    attempt's number and its fenced writes would be refused. Wait for the write, which is
-    milliseconds away; if the previous attempt died before making it, go on after
+    can be claimed before that write lands, by another process or, in a thread pool, by
+    another thread. Claimed then, the run would repeat the previous attempt's number, or
+    hold a version that the `retrying` write is about to replace, and its fenced writes
+    would be refused, leaving the job `retrying` with no message. Wait for the write, which
+    is milliseconds away; if the previous attempt died before making it, go on after
     RETRY_CATCH_UP seconds (the attempt number then follows the message)."""
     deadline = time.monotonic() + RETRY_CATCH_UP
     while True:
         time.sleep(0.005)
         claim = db_retry(lifecycle.job_claim, job_id=job_id, kind=kind)
-        if claim is None or claim["attempts"] >= retries or time.monotonic() > deadline:
+        if (
+            claim is None
+            or _previous_attempt_written(claim, retries)
+            or time.monotonic() > deadline
+        ):
             return claim
 
 

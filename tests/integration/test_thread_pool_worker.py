@@ -31,9 +31,14 @@ def smtp():
 def thread_worker(no_worker, log_dir, smtp):
     """The only consumer meanwhile (the session worker, if running, is paused)."""
     smtp.reset()
-    # An attempt's deadline long enough that the hanging one outlasts everything else.
+    # An attempt's deadline long enough that the hanging one outlasts everything else. A
+    # retry's message is due at once, so another thread takes it while the attempt before
+    # it is still writing `retrying`: the race a retry's run must wait out.
     env = process_env(
-        OFFLOAD_WEBHOOK_TIMEOUT="60", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port)
+        OFFLOAD_WEBHOOK_TIMEOUT="60",
+        OFFLOAD_EMAIL_RETRY_BACKOFF="0",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(smtp.port),
     )
     worker = Worker(
         queues="notifications",

@@ -243,7 +243,18 @@ def _retry_message_run(job: Job) -> list[tuple]:
     return [(e["status"], e["version"]) for e in seen]
 
 
-def test_a_retry_taken_before_its_previous_attempt_is_written_waits_for_that_write(settings):
+@pytest.mark.parametrize(
+    "previous_attempt",
+    [
+        pytest.param(0, id="never-marked"),
+        # Marked running (a progress call, or the keeper) and not yet `retrying`: in a
+        # thread pool the retry's message can be taken by another thread at this point.
+        pytest.param(1, id="marked-running"),
+    ],
+)
+def test_a_retry_taken_before_its_previous_attempt_is_written_waits_for_that_write(
+    settings, previous_attempt
+):
     """Celery publishes a retry's message before the previous attempt writes `retrying`:
     a message with a near-zero countdown can be claimed first. The run waits for that
     write, then runs as attempt 2 and its own writes go through."""
@@ -253,7 +264,9 @@ def test_a_retry_taken_before_its_previous_attempt_is_written_waits_for_that_wri
 
     settings.OFFLOAD_RUNNING_MARK_AFTER = 60
     job = _queued(seconds=0, steps=1, fail="", fail_attempts=0, message="")
-    Job.objects.filter(id=job.id).update(status=JobStatus.RUNNING, attempts=0, version=2)
+    Job.objects.filter(id=job.id).update(
+        status=JobStatus.RUNNING, attempts=previous_attempt, version=2
+    )
     claimed = threading.Event()
 
     def previous_attempt_writes() -> None:
