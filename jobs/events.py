@@ -6,6 +6,7 @@ listener latency, never correctness: every stream starts from a database snapsho
 publishing never fails the change that caused it.
 """
 
+import contextlib
 import logging
 import os
 import queue
@@ -14,12 +15,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import amqp
 import amqp.exceptions
 import kombu
 import kombu.exceptions
 from django.conf import settings
+from kombu.utils import json
 
 logger = logging.getLogger(__name__)
+PUBLISH_ERRORS = (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError)
 
 
 def event_from_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -50,65 +54,104 @@ def routing_key(event: dict[str, Any]) -> str:
 
 
 class _AmqpPublisher:
-    """One connection per process (re-made after fork), no publisher confirms, and a
+    """One connection per process (made again after a fork), no publisher confirms, and a
     background thread that does the sending: events are best-effort by design and must
-    not slow the job they describe. Order is kept (one FIFO per process)."""
+    not slow the job they describe. Order is kept (one FIFO per process).
+
+    What the broker cannot take is dropped, never piled up: after a failed publish the
+    thread drops events for OFFLOAD_EVENTS_RETRY_AFTER seconds before it connects again
+    (one attempt per host of the broker URL, no waiting between them), so a broker that is
+    down costs one connect per pause and its outage leaves no backlog of stale events to
+    send when it returns; and at most OFFLOAD_EVENTS_QUEUE_MAX events wait in memory. What
+    is dropped is counted and logged when publishing resumes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = 0
         self._connection: kombu.Connection | None = None
-        self._producer: kombu.Producer | None = None
+        self._channel: Any = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.exchange = kombu.Exchange(settings.OFFLOAD_EVENTS_EXCHANGE, type="topic", durable=True)
+        self._paused_until = 0.0
+        self._dropped = 0
+        self.exchange = settings.OFFLOAD_EVENTS_EXCHANGE
 
     def submit(self, event: dict[str, Any]) -> None:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
+                    # After a fork the parent's connection is left alone: closing it would
+                    # close the parent's socket.
                     self._queue = queue.SimpleQueue()
-                    self._connection = self._producer = None
+                    self._connection = self._channel = None
                     threading.Thread(target=self._loop, name="offload-events", daemon=True).start()
                     self._pid = os.getpid()
+        if self._queue.qsize() >= settings.OFFLOAD_EVENTS_QUEUE_MAX:
+            self._dropped += 1  # only the sending thread resets it: a miscount is harmless
+            return
         self._queue.put(event)
 
     def _loop(self) -> None:
         while True:
             self.publish(self._queue.get())
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until queued events are sent (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def _producer_get(self) -> kombu.Producer:
-        if self._producer is None:
+    def _channel_get(self) -> Any:
+        if self._connection is None:
             self._connection = kombu.Connection(
                 settings.CELERY_BROKER_URL,
                 connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
             )
-            self._producer = kombu.Producer(self._connection.channel(), exchange=self.exchange)
-            self.exchange(self._producer.channel).declare()
-        return self._producer
+        if self._channel is None:
+            # Each host of a cluster URL once, without kombu's sleeps between rounds.
+            hosts = max(len(self._connection.alt), 1)
+            self._connection.ensure_connection(max_retries=hosts - 1, interval_start=0)
+            channel = self._connection.channel()
+            kombu.Exchange(self.exchange, type="topic", durable=True)(channel).declare()
+            self._channel = channel
+        return self._channel
 
     def publish(self, event: dict[str, Any]) -> None:
+        """Send one event (in the sending thread)."""
+        if time.monotonic() < self._paused_until:
+            self._dropped += 1
+            return
+        if self._dropped:
+            logger.warning("%d job event(s) were dropped, not published", self._dropped)
+            self._dropped = 0
+        message = amqp.Message(
+            json.dumps(event).encode(),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=1,
+        )
         try:
-            self._producer_get().publish(
-                event,
-                routing_key=routing_key(event),
-                serializer="json",
-                delivery_mode=1,
-                retry=False,
+            self._channel_get().basic_publish(
+                message, exchange=self.exchange, routing_key=routing_key(event)
             )
-        except (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError) as exc:
-            logger.warning("job event for %s not published: %s", event["job_id"], exc)
-            self.reset()
+        except PUBLISH_ERRORS as exc:
+            logger.warning(
+                "job event for %s not published; events are dropped for %s s: %s",
+                event["job_id"],
+                settings.OFFLOAD_EVENTS_RETRY_AFTER,
+                exc,
+            )
+            self._paused_until = time.monotonic() + settings.OFFLOAD_EVENTS_RETRY_AFTER
+            self._close()
 
-    def reset(self) -> None:
+    def _close(self) -> None:
+        """Close the connection; it is kept, so the next attempt tries the next host."""
+        self._channel = None
         if self._connection is not None:
-            self._connection.release()
-        self._connection = self._producer = None
+            broker_connection_close(self._connection)
+
+
+def broker_connection_close(connection: kombu.Connection) -> None:
+    """Close a broker connection, waiting at most a second for the broker's answer: a
+    connection a middlebox dropped never answers."""
+    with contextlib.suppress(*PUBLISH_ERRORS, AttributeError):
+        if connection.connected:
+            connection.connection.sock.settimeout(1.0)
+    with contextlib.suppress(*PUBLISH_ERRORS):
+        connection.release()
 
 
 _publisher: _AmqpPublisher | None = None
@@ -147,8 +190,3 @@ def event_publish(event: dict[str, Any], *, row: dict[str, Any] | None = None) -
                 if _publisher is None:
                     _publisher = _AmqpPublisher()
         _publisher.submit(event)
-
-
-def events_flush() -> None:
-    if _publisher is not None:
-        _publisher.flush()

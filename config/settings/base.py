@@ -314,6 +314,10 @@ OFFLOAD_REPORT_CHUNK_ROWS = env.int("OFFLOAD_REPORT_CHUNK_ROWS", default=5000)
 # Where job events go: "amqp" (the offload.events exchange) or "none".
 OFFLOAD_EVENTS_BACKEND = env("OFFLOAD_EVENTS_BACKEND", default="amqp" if BROKER_IS_AMQP else "none")
 OFFLOAD_EVENTS_EXCHANGE = "offload.events"
+# Events a process may hold for its sending thread (more are dropped), and the seconds it
+# drops its events after a failed publish before it connects to the broker again.
+OFFLOAD_EVENTS_QUEUE_MAX = env.int("OFFLOAD_EVENTS_QUEUE_MAX", default=10_000)
+OFFLOAD_EVENTS_RETRY_AFTER = env.float("OFFLOAD_EVENTS_RETRY_AFTER", default=5.0)
 # Seconds of silence after which an SSE stream sends a keep-alive comment.
 OFFLOAD_SSE_KEEPALIVE = env.float("OFFLOAD_SSE_KEEPALIVE", default=15.0)
 # Without the events exchange (OFFLOAD_EVENTS_BACKEND=none): how often each web process
