@@ -23,9 +23,17 @@ HOSTNAME = "hooks.example.test"
 class Server:
     """An HTTP/1.1 (keep-alive) server on a loopback address. It counts the connections it
     accepted; `answer` is the body of every answer, `close_after` makes it close each
-    connection after that many answers without saying so."""
+    connection after that many answers without saying so, and `hold` makes every answer
+    wait until that barrier's parties have all sent a request."""
 
-    def __init__(self, *, answer: bytes = b"", close_after: int = 0, tls=None) -> None:
+    def __init__(
+        self,
+        *,
+        answer: bytes = b"",
+        close_after: int = 0,
+        tls=None,
+        hold: threading.Barrier | None = None,
+    ) -> None:
         self.connections = 0
         self.requests: list[dict] = []
         self.server_names: list[str | None] = []
@@ -44,6 +52,8 @@ class Server:
                 server.requests.append(
                     {"path": self.path, "host": self.headers["Host"], "body": body}
                 )
+                if hold is not None:
+                    hold.wait(timeout=10)
                 self.send_response(200 if answer else 204)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -224,13 +234,13 @@ def tls_server(certificates: Path, monkeypatch) -> Iterator[Server]:
 
 
 def test_concurrent_senders_each_keep_their_connection():
-    server = Server()
-    barrier = threading.Barrier(4)
+    # No answer goes out before all four requests are in, so the four senders hold four
+    # connections at once in every round: none can take one another sender just gave back.
+    server = Server(hold=threading.Barrier(4))
     answers: list[outbound.Response] = []
 
     def sender() -> None:
         for _ in range(3):
-            barrier.wait(timeout=10)  # the four send together, three times over
             answers.append(_post(server.target()))
 
     threads = [threading.Thread(target=sender) for _ in range(4)]
