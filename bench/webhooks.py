@@ -135,14 +135,15 @@ def run_offload(
         ]
         jobs_bulk_submit(specs=specs, owner=None)
     before = counts(port)
-    # As the Procfile runs the notifications queue: thread-pool workers, one per core. They
-    # start together, and the clock runs from the first one ready.
+    # As the Procfile runs the notifications queue: thread-pool workers, one per core,
+    # without Celery's line per task. They start together, and the clock runs from the
+    # first one ready.
     workers = [
         worker_start(
             "config",
             queues="notifications",
             concurrency=threads,
-            env=bench_env(),
+            env=bench_env(CELERY_TASK_LOG_LEVEL="WARNING"),
             log=logs / f"worker-{number}.log",
             pool="threads",
             name=f"notifications{number}@%h",

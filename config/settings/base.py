@@ -462,5 +462,9 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": "INFO"},
+        # Celery's own lines per task ("received", "succeeded in", "retry"); errors are
+        # logged whatever this says. The notifications worker runs with WARNING (Procfile).
+        "celery.worker.strategy": {"level": env("CELERY_TASK_LOG_LEVEL", default="INFO")},
+        "celery.app.trace": {"level": env("CELERY_TASK_LOG_LEVEL", default="INFO")},
     },
 }

@@ -89,7 +89,8 @@ def test_web_is_gunicorn_with_uvicorn_workers_and_loads_the_app():
     # The web pools its database connections; nothing else does (prefork workers must not).
     env = procfile_lines()["web"][0]
     assert int(env["DATABASE_POOL_MAX_SIZE"]) > 0
-    assert all(not procfile_lines()[name][0] for name in PROCESS_TYPES - {"web"})
+    others = PROCESS_TYPES - {"web"}
+    assert all("DATABASE_POOL_MAX_SIZE" not in procfile_lines()[name][0] for name in others)
 
     # --check-config imports the worker class and loads the ASGI application (with the pool
     # configured), then exits.
@@ -128,9 +129,14 @@ def test_every_queue_has_a_worker_process():
 
 
 def test_notifications_run_on_a_thread_pool_and_every_instance_is_wanted():
-    args = procfile()["worker-notifications"]
+    env, args = procfile_lines()["worker-notifications"]
     assert option(args, "--pool", "-P") == "threads"
     assert int(option(args, "-c", "--concurrency")) > 1
+    # One short job per attempt, each recorded: no Celery line per task, in both layouts.
+    assert env == {"CELERY_TASK_LOG_LEVEL": "WARNING"}
+    text = (ROOT / "deploy" / UNITS["worker-notifications"]).read_text()
+    assert "Environment=CELERY_TASK_LOG_LEVEL=WARNING" in text.splitlines()
+    assert all(not procfile_lines()[name][0] for name in ("worker", "worker-bulk"))
     # The other queues keep processes: thumbnails and imports are CPU-bound, and their
     # kinds rely on Celery's time limits.
     assert all("--pool" not in procfile()[name] for name in ("worker", "worker-bulk"))
