@@ -17,6 +17,56 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+# Two sessions on one machine share the test database (--reuse-db), the broker's queues
+# and the test folders: each would read the other's jobs and consume its messages. A
+# session holds this PostgreSQL advisory lock from start to end, so a second one waits.
+SESSION_LOCK_KEY = 0x0FF10AD
+SESSION_LOCK_WAIT = 45 * 60  # seconds; longer than a whole session takes
+_session_lock: list = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import psycopg
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return
+    try:
+        connection = psycopg.connect(
+            host=database["HOST"] or None,
+            port=database["PORT"] or None,
+            user=database["USER"] or None,
+            password=database["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )
+    except psycopg.OperationalError:
+        return  # the tests that need PostgreSQL report it (a failure under CI=true)
+    if not connection.execute("SELECT pg_try_advisory_lock(%s)", [SESSION_LOCK_KEY]).fetchone()[0]:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "Another test session holds the test database; waiting up to "
+                f"{SESSION_LOCK_WAIT // 60} minutes for it to end."
+            )
+        connection.execute(f"SET lock_timeout = '{SESSION_LOCK_WAIT}s'")
+        try:
+            connection.execute("SELECT pg_advisory_lock(%s)", [SESSION_LOCK_KEY])
+        except psycopg.errors.LockNotAvailable:
+            connection.close()
+            raise pytest.UsageError(
+                "another test session has held the test database for "
+                f"{SESSION_LOCK_WAIT // 60} minutes; stop it and run again"
+            ) from None
+    _session_lock.append(connection)  # held until the process ends
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _session_lock:
+        _session_lock.pop().close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _metrics_dir_empty():
     """Counters start from zero each session; nothing has recorded a metric yet."""
