@@ -253,25 +253,65 @@ def claim_returning_add(kind: str, name: str, expression: str) -> None:
     _CLAIM_EXTRAS.setdefault(kind, {})[name] = expression
 
 
-def job_claim(*, job_id: uuid.UUID | str, kind: str = "") -> dict[str, Any] | None:
-    """Read what a run needs before it starts (no write): None when the job is not
-    waiting to run (cancelled, finished, or gone). Raw SQL: this runs once per job.
-    `row["claimed"]` holds the extras `kind` registered (see claim_returning_add)."""
+# A write a kind's claim read also makes, in the same query: {kind: (name, SQL, ahead)}.
+_CLAIM_WRITES: dict[str, tuple[str, str, str]] = {}
+# What a claim write's SQL calls the row the claim read found (its columns and extras).
+CLAIMED_ROW = "claimed_job"
+
+
+def claim_write_add(kind: str, name: str, sql: str, *, ahead: str = "") -> None:
+    """Have the claim read of `kind`'s jobs also run `sql`, one data-modifying statement
+    (`UPDATE … RETURNING …`) that names the claimed job as `CLAIMED_ROW` (its `params`,
+    `owner_id`), in the same query and transaction: it writes nothing when the job is not
+    waiting to run. Its first returned row, as a JSON object, is `run.claimed[name]` (None
+    when it matched nothing). `ahead`: a statement sent before it in the same query (such
+    as `SET LOCAL`). SQL written in code, never from input; only where
+    `multi_statement_ok()`: elsewhere `name` is missing from `run.claimed` and the kind
+    makes the write itself."""
+    _extra_name_check(name, _CLAIMED)
+    _CLAIM_WRITES[kind] = (name, sql, ahead)
+
+
+def job_claim(
+    *, job_id: uuid.UUID | str, kind: str = "", writes: bool = True
+) -> dict[str, Any] | None:
+    """Read what a run needs before it starts: None when the job is not waiting to run
+    (cancelled, finished, or gone). Raw SQL: this runs once per job. `row["claimed"]`
+    holds the extras `kind` registered (see claim_returning_add) and, with `writes`, the
+    result of its claim write (see claim_write_add)."""
     job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     sources = sorted(RUN_SOURCES)
     extras = _CLAIM_EXTRAS.get(kind, {}) if connection.vendor == "postgresql" else {}
+    write = _CLAIM_WRITES.get(kind) if writes and multi_statement_ok() else None
     columns = [*_CLAIMED, *_extra_columns(extras)]
     sql = (
         f"SELECT {', '.join(columns)} FROM {_TABLE} "  # noqa: S608
         f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(sources))})"
     )
+    names = [*_CLAIMED, *extras]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_job_id_param(job_id), *sources])
+        if write is None:
+            cursor.execute(sql, [_job_id_param(job_id), *sources])
+        else:
+            name, write_sql, ahead = write
+            names.append(name)
+            # One query, so one round trip and one transaction (see multi_statement_ok).
+            cursor.execute(
+                f"{ahead}WITH {CLAIMED_ROW} AS ({sql}), written AS ({write_sql}) "  # noqa: S608
+                f"SELECT {CLAIMED_ROW}.*, (SELECT to_jsonb(w) FROM written w LIMIT 1) "
+                f"FROM {CLAIMED_ROW}",
+                [_job_id_param(job_id), *sources],
+            )
+            if ahead:
+                cursor.nextset()
         values = cursor.fetchone()
     if values is None:
         return None
     row = _row(job_id, _CLAIMED, values[: len(_CLAIMED)])
-    row["claimed"] = dict(zip(extras, values[len(_CLAIMED) :], strict=True))
+    claimed = dict(zip(names[len(_CLAIMED) :], values[len(_CLAIMED) :], strict=True))
+    if write is not None and isinstance(claimed[write[0]], str):
+        claimed[write[0]] = json.loads(claimed[write[0]])
+    row["claimed"] = claimed
     return row
 
 

@@ -70,7 +70,10 @@ def on_prerun(sender: Any = None, task_id: str = "", args: tuple = (), **_: Any)
     retries = getattr(request, "retries", 0) or 0
     claim = db_retry(lifecycle.job_claim, job_id=args[0], kind=kind.name)
     if claim is not None and not _previous_attempt_written(claim, retries):
+        written = claim["claimed"]  # a claim write happens once: its result is kept
         claim = _claim_after_previous_attempt(args[0], kind.name, retries)
+        if claim is not None:
+            claim["claimed"] = {**written, **claim["claimed"]}
     if claim is None:
         logger.info("job %s not run: it is no longer waiting to run", args[0])
         return
@@ -136,7 +139,7 @@ def _claim_after_previous_attempt(job_id: Any, kind: str, retries: int) -> dict 
     deadline = time.monotonic() + RETRY_CATCH_UP
     while True:
         time.sleep(0.005)
-        claim = db_retry(lifecycle.job_claim, job_id=job_id, kind=kind)
+        claim = db_retry(lifecycle.job_claim, job_id=job_id, kind=kind, writes=False)
         if (
             claim is None
             or _previous_attempt_written(claim, retries)

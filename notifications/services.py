@@ -207,17 +207,47 @@ def delivery_submit(*, delivery_id: Any) -> None:
 # --- sending ---------------------------------------------------------------------------
 
 
+# pending|retrying -> sending, returning what the attempt needs, with the signing secrets of
+# the delivery's endpoint or else of its owner's callbacks.
 _CLAIM_SQL = """
-UPDATE {delivery} SET status = %s, attempts = attempts + 1, updated_at = %s
-WHERE id = %s AND status IN (%s, %s)
+UPDATE {delivery} SET status = {sending}, attempts = attempts + 1, updated_at = {now}
+WHERE id = {delivery_id} AND status IN ({pending}, {retrying})
 RETURNING attempts, owner_id, endpoint_id, url, message_id, payload, log,
-    (SELECT secret FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id),
-    (SELECT previous_secret FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id),
-    (SELECT previous_valid_until FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id),
-    (SELECT secret FROM {callback} c WHERE c.owner_id = {delivery}.owner_id),
-    (SELECT previous_secret FROM {callback} c WHERE c.owner_id = {delivery}.owner_id),
+    (SELECT secret FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id) AS e_secret,
+    (SELECT previous_secret FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id)
+        AS e_previous_secret,
+    (SELECT previous_valid_until FROM {endpoint} e WHERE e.id = {delivery}.endpoint_id)
+        AS e_previous_valid_until,
+    (SELECT secret FROM {callback} c WHERE c.owner_id = {delivery}.owner_id) AS c_secret,
+    (SELECT previous_secret FROM {callback} c WHERE c.owner_id = {delivery}.owner_id)
+        AS c_previous_secret,
     (SELECT previous_valid_until FROM {callback} c WHERE c.owner_id = {delivery}.owner_id)
+        AS c_previous_valid_until
 """
+_CLAIM_COLUMNS = (
+    "attempts",
+    "owner_id",
+    "endpoint_id",
+    "url",
+    "message_id",
+    "payload",
+    "log",
+    "e_secret",
+    "e_previous_secret",
+    "e_previous_valid_until",
+    "c_secret",
+    "c_previous_secret",
+    "c_previous_valid_until",
+)
+
+
+def _claim_sql(**values: str) -> str:
+    return _CLAIM_SQL.format(
+        delivery=Delivery._meta.db_table,
+        endpoint=Endpoint._meta.db_table,
+        callback=CallbackSecret._meta.db_table,
+        **values,
+    )
 
 
 # Delivery bookkeeping (the claim and the attempt's record) commits without waiting for its
@@ -237,15 +267,31 @@ def _bookkeeping_execute(cursor: Any, sql: str, params: list[Any]) -> None:
         cursor.execute(sql, params)
 
 
-def _claim(delivery_id: Any) -> tuple[Delivery, list[str]] | None:
+def delivery_claim_with_job() -> None:
+    """On PostgreSQL the claim read of a `webhook.deliver` job also claims its delivery
+    (same query, same asynchronous commit): an attempt costs one round trip less. The
+    delivery is claimed only if the job is waiting to run; its id comes from the job's
+    params, and a malformed one matches nothing (no cast error)."""
+    job = lifecycle.CLAIMED_ROW
+    delivery_id = (
+        f"(SELECT CASE WHEN params->>'delivery_id' ~ '^[0-9a-fA-F-]{{32,36}}$' "  # noqa: S608
+        f"THEN (params->>'delivery_id')::uuid END FROM {job})"
+    )
+    sql = _claim_sql(
+        sending=f"'{DeliveryStatus.SENDING}'",
+        now="statement_timestamp()",
+        delivery_id=delivery_id,
+        pending=f"'{DeliveryStatus.PENDING}'",
+        retrying=f"'{DeliveryStatus.RETRYING}'",
+    )
+    lifecycle.claim_write_add(DELIVER_KIND, "delivery", sql, ahead=_ASYNC_COMMIT)
+
+
+def _claim(delivery_id: uuid.UUID) -> dict[str, Any] | None:
     """pending|retrying -> sending, once (a duplicate attempt job sends nothing), and the
     delivery with its signing secrets, in one statement: this is the hot path."""
-    delivery_id = uuid.UUID(str(delivery_id))
-    sql = _CLAIM_SQL.format(
-        delivery=Delivery._meta.db_table,
-        endpoint=Endpoint._meta.db_table,
-        callback=CallbackSecret._meta.db_table,
-    )
+    bound = "%s"
+    sql = _claim_sql(sending=bound, now=bound, delivery_id=bound, pending=bound, retrying=bound)
     native_uuid = connection.features.has_native_uuid_field
     now = timezone.now()
     params = [
@@ -258,28 +304,30 @@ def _claim(delivery_id: Any) -> tuple[Delivery, list[str]] | None:
     with connection.cursor() as cursor:
         _bookkeeping_execute(cursor, sql, params)
         row = cursor.fetchone()
-    if row is None:
-        return None
-    attempts, owner_id, endpoint_id, url, message_id, payload, log, *secret_columns = row
+    return None if row is None else dict(zip(_CLAIM_COLUMNS, row, strict=True))
+
+
+def _claimed(delivery_id: uuid.UUID, row: dict[str, Any]) -> tuple[Delivery, list[str]]:
+    """The claimed delivery and its signing secrets, from the claim's row."""
     delivery = Delivery(
         id=delivery_id,
-        attempts=attempts,
-        owner_id=owner_id,
-        endpoint_id=endpoint_id,
-        url=url,
-        message_id=message_id,
-        payload=_json(payload),
-        log=_json(log),
+        attempts=row["attempts"],
+        owner_id=row["owner_id"],
+        endpoint_id=row["endpoint_id"],
+        url=row["url"],
+        message_id=row["message_id"],
+        payload=_json(row["payload"]),
+        log=_json(row["log"]),
         status=DeliveryStatus.SENDING,
     )
     delivery._state.adding = False
-    holder_columns = secret_columns[:3] if endpoint_id is not None else secret_columns[3:]
-    if holder_columns[0] is None:  # the owner's callback secret does not exist yet
+    prefix = "e_" if delivery.endpoint_id is not None else "c_"
+    if row[prefix + "secret"] is None:  # the owner's callback secret does not exist yet
         return delivery, signing_secrets(holder=callback_secret_get(owner=delivery.owner))
     holder = CallbackSecret(
-        secret=holder_columns[0],
-        previous_secret=holder_columns[1] or "",
-        previous_valid_until=_when(holder_columns[2]),
+        secret=row[prefix + "secret"],
+        previous_secret=row[prefix + "previous_secret"] or "",
+        previous_valid_until=_when(row[prefix + "previous_valid_until"]),
     )
     return delivery, signing_secrets(holder=holder)
 
@@ -304,12 +352,18 @@ def retry_delay(attempt: int) -> float | None:
     return schedule[attempt - 1] * random.uniform(0.8, 1.2)
 
 
-def delivery_send(*, delivery_id: Any) -> dict[str, Any]:
-    """One attempt; records it and decides what comes next. Returns the attempt's summary."""
-    claimed = _claim(delivery_id)
-    if claimed is None:
+_UNCLAIMED = object()
+
+
+def delivery_send(*, delivery_id: Any, claim: Any = _UNCLAIMED) -> dict[str, Any]:
+    """One attempt; records it and decides what comes next. Returns the attempt's summary.
+    `claim`: the delivery's claim row when the job's claim read made it (None: it found
+    the delivery already claimed or finished); otherwise the delivery is claimed here."""
+    delivery_id = uuid.UUID(str(delivery_id))
+    row = _claim(delivery_id) if claim is _UNCLAIMED else claim
+    if row is None:
         return {"skipped": True}
-    delivery, secrets = claimed
+    delivery, secrets = _claimed(delivery_id, row)
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = signing.headers(

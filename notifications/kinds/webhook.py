@@ -31,7 +31,14 @@ class DeliverParams(serializers.Serializer):
 )
 def webhook_deliver(job: JobRun) -> dict:
     """Send one signed webhook delivery and record the attempt."""
+    if "delivery" in job.claimed:  # claimed with the job (see delivery_claim_with_job)
+        return services.delivery_send(
+            delivery_id=job.params["delivery_id"], claim=job.claimed["delivery"]
+        )
     return services.delivery_send(delivery_id=job.params["delivery_id"])
+
+
+services.delivery_claim_with_job()
 
 
 # Finished deliveries (their request and response log) go after their retention; a delivery

@@ -88,40 +88,49 @@ def test_a_job_cancelled_before_its_run_is_one_read_and_no_write():
     assert (job.status, job.version) == ("cancelled", 2)
 
 
-def test_a_webhook_attempt_is_three_round_trips(settings, django_user_model):
-    """Claim read; delivery claim; the attempt's record sent in one query with the job's
-    final write (one transaction). The delivery claim commits without waiting for its WAL
-    flush (`SET LOCAL` in the same query), and the setting does not outlive it."""
+def _delivery_and_job(owner, receiver, *, job_status: str = "queued"):
+    """An endpoint of `owner` at `receiver`, a pending delivery to it, and its attempt job."""
     from notifications import services
     from notifications.models import Delivery
+
+    endpoint = services.endpoint_create(owner=owner, url=receiver.url, event_types=[])
+    receiver.secrets = [endpoint.secret]
+    target = Job.objects.create(kind="demo.sleep", owner=owner, status="succeeded")
+    delivery = Delivery.objects.create(
+        owner=owner,
+        endpoint=endpoint,
+        job=target,
+        url=endpoint.url,
+        event_type="job.succeeded",
+        message_id=f"msg_{target.id.hex}",
+        dedupe_key=target.id.hex,
+        payload={"type": "job.succeeded", "data": {"job_id": str(target.id)}},
+    )
+    job = Job.objects.create(
+        kind=services.DELIVER_KIND, params={"delivery_id": str(delivery.id)}, status=job_status
+    )
+    return endpoint, delivery, job
+
+
+def test_a_webhook_attempt_is_two_round_trips(settings, django_user_model):
+    """The claim read, which claims the delivery in the same query; the attempt's record
+    sent in one query with the job's final write (one transaction). The claim commits
+    without waiting for its WAL flush (`SET LOCAL` in the same query), and the setting
+    does not outlive it."""
     from tests.eventclients import WebhookReceiver
 
     settings.OFFLOAD_RUNNING_MARK_AFTER = 60
     owner = django_user_model.objects.create_user("hooks")
     receiver = WebhookReceiver()
     try:
-        endpoint = services.endpoint_create(owner=owner, url=receiver.url, event_types=[])
-        receiver.secrets = [endpoint.secret]
-        target = Job.objects.create(kind="demo.sleep", owner=owner, status="succeeded")
-        delivery = Delivery.objects.create(
-            owner=owner,
-            endpoint=endpoint,
-            job=target,
-            url=endpoint.url,
-            event_type="job.succeeded",
-            message_id="msg_query_counts",
-            dedupe_key="query-counts",
-            payload={"type": "job.succeeded", "data": {"job_id": str(target.id)}},
-        )
-        job = Job.objects.create(
-            kind=services.DELIVER_KIND, params={"delivery_id": str(delivery.id)}
-        )
+        endpoint, delivery, job = _delivery_and_job(owner, receiver)
 
         task = kind_get(job.kind).task
         with CaptureQueriesContext(connection) as queries:
             task.apply(args=(str(job.id),), task_id=str(job.id))
 
-        assert _statements(queries) == ["SELECT", "SET", "UPDATE"]
+        assert _statements(queries) == ["SET", "UPDATE"]
+        assert "UPDATE notifications_delivery" in queries[0]["sql"]
         last = queries[-1]["sql"]
         assert last.index("UPDATE notifications_delivery") < last.index("UPDATE jobs_job")
         job.refresh_from_db()
@@ -136,6 +145,55 @@ def test_a_webhook_attempt_is_three_round_trips(settings, django_user_model):
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone() == ("on",)
+    finally:
+        receiver.close()
+
+
+def test_a_webhook_attempt_job_no_longer_waiting_claims_nothing(settings, django_user_model):
+    """The delivery is claimed in the job's claim read only when the job is waiting to run:
+    a cancelled attempt job leaves its delivery pending, for the sweeper, and sends nothing."""
+    from tests.eventclients import WebhookReceiver
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    owner = django_user_model.objects.create_user("hooks-cancelled")
+    receiver = WebhookReceiver()
+    try:
+        _, delivery, job = _delivery_and_job(owner, receiver, job_status="cancelled")
+
+        with CaptureQueriesContext(connection) as queries:
+            kind_get(job.kind).task.apply(args=(str(job.id),), task_id=str(job.id))
+
+        assert len(queries) == 1
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts) == ("pending", 0)
+        assert receiver.requests == []
+    finally:
+        receiver.close()
+
+
+def test_a_second_attempt_job_for_one_delivery_sends_nothing(settings, django_user_model):
+    """Two attempt jobs for one delivery (a release raced a redeliver): the first one's claim
+    read claims the delivery; the second's finds it taken and sends nothing."""
+    from tests.eventclients import WebhookReceiver
+
+    settings.OFFLOAD_RUNNING_MARK_AFTER = 60
+    owner = django_user_model.objects.create_user("hooks-twice")
+    receiver = WebhookReceiver()
+    try:
+        _, delivery, first = _delivery_and_job(owner, receiver)
+        second = Job.objects.create(kind=first.kind, params=first.params)
+        task = kind_get(first.kind).task
+
+        task.apply(args=(str(first.id),), task_id=str(first.id))
+        task.apply(args=(str(second.id),), task_id=str(second.id))
+
+        first.refresh_from_db()
+        second.refresh_from_db()
+        assert first.result["status"] == "succeeded"
+        assert second.result == {"skipped": True}
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts) == ("succeeded", 1)
+        assert len(receiver.requests) == 1
     finally:
         receiver.close()
 
