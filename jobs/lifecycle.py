@@ -244,6 +244,13 @@ _CLAIMED = (
 _CLAIM_EXTRAS: dict[str, dict[str, str]] = {}
 
 
+def params_uuid_sql(key: str, *, row: str = _TABLE) -> str:
+    """SQL for the uuid a job's params name under `key` (`row`: the table or CTE holding
+    the job): NULL when it is missing or malformed, never a cast error."""
+    value = f"{row}.params->>'{key}'"
+    return f"CASE WHEN {value} ~ '^[0-9a-fA-F-]{{32,36}}$' THEN ({value})::uuid END"
+
+
 def claim_returning_add(kind: str, name: str, expression: str) -> None:
     """Have the claim read of `kind`'s jobs also return `expression` as `run.claimed[name]`:
     PostgreSQL SQL written in code, never from input, over the job's row (`owner_id`,

@@ -335,10 +335,7 @@ def job_upload_claimed(kind: str) -> None:
     params name (`upload`), ownership checked in SQL, so `job_owner` asks nothing more on
     PostgreSQL. A malformed upload id finds nothing, never a cast error."""
     jobs = Job._meta.db_table
-    upload_id = (
-        f"CASE WHEN {jobs}.params->>'upload' ~ '^[0-9a-fA-F-]{{32,36}}$' "
-        f"THEN ({jobs}.params->>'upload')::uuid END"
-    )
+    upload_id = lifecycle.params_uuid_sql("upload")
     lifecycle.claim_returning_add(kind, "owner_id", "owner_id")
     lifecycle.claim_returning_add(
         kind,

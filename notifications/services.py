@@ -273,10 +273,7 @@ def delivery_claim_with_job() -> None:
     delivery is claimed only if the job is waiting to run; its id comes from the job's
     params, and a malformed one matches nothing (no cast error)."""
     job = lifecycle.CLAIMED_ROW
-    delivery_id = (
-        f"(SELECT CASE WHEN params->>'delivery_id' ~ '^[0-9a-fA-F-]{{32,36}}$' "  # noqa: S608
-        f"THEN (params->>'delivery_id')::uuid END FROM {job})"
-    )
+    delivery_id = f"(SELECT {lifecycle.params_uuid_sql('delivery_id', row=job)} FROM {job})"  # noqa: S608
     sql = _claim_sql(
         sending=f"'{DeliveryStatus.SENDING}'",
         now="statement_timestamp()",
@@ -352,15 +349,15 @@ def retry_delay(attempt: int) -> float | None:
     return schedule[attempt - 1] * random.uniform(0.8, 1.2)
 
 
-_UNCLAIMED = object()
+UNCLAIMED = object()
 
 
-def delivery_send(*, delivery_id: Any, claim: Any = _UNCLAIMED) -> dict[str, Any]:
+def delivery_send(*, delivery_id: Any, claim: Any = UNCLAIMED) -> dict[str, Any]:
     """One attempt; records it and decides what comes next. Returns the attempt's summary.
     `claim`: the delivery's claim row when the job's claim read made it (None: it found
-    the delivery already claimed or finished); otherwise the delivery is claimed here."""
+    the delivery already claimed or finished); UNCLAIMED: the delivery is claimed here."""
     delivery_id = uuid.UUID(str(delivery_id))
-    row = _claim(delivery_id) if claim is _UNCLAIMED else claim
+    row = _claim(delivery_id) if claim is UNCLAIMED else claim
     if row is None:
         return {"skipped": True}
     delivery, secrets = _claimed(delivery_id, row)

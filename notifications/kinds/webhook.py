@@ -31,11 +31,9 @@ class DeliverParams(serializers.Serializer):
 )
 def webhook_deliver(job: JobRun) -> dict:
     """Send one signed webhook delivery and record the attempt."""
-    if "delivery" in job.claimed:  # claimed with the job (see delivery_claim_with_job)
-        return services.delivery_send(
-            delivery_id=job.params["delivery_id"], claim=job.claimed["delivery"]
-        )
-    return services.delivery_send(delivery_id=job.params["delivery_id"])
+    # On PostgreSQL the job's claim read claimed the delivery (see delivery_claim_with_job).
+    claim = job.claimed.get("delivery", services.UNCLAIMED)
+    return services.delivery_send(delivery_id=job.params["delivery_id"], claim=claim)
 
 
 services.delivery_claim_with_job()
