@@ -37,6 +37,7 @@ from common import (
     database_prepare,
     django_setup,
     jobs_reset,
+    jobs_unfinished,
     load_run,
     results_write,
     sized,
@@ -93,9 +94,7 @@ def run_offload(n: int, concurrency: int, logs: Path, *, bulk: bool) -> dict:
             for _ in range(n):
                 job_submit(spec=spec, owner=None)
         published = time.monotonic()
-        done = wait_until(
-            lambda: Job.objects.filter(status="succeeded").count() >= n, timeout=1200, interval=0.1
-        )
+        done = wait_until(lambda: not jobs_unfinished(), timeout=1200, interval=0.1)
         not_ok = Job.objects.exclude(status="succeeded").count()
     finally:
         worker_stop(worker)
@@ -123,12 +122,13 @@ def run_http(n: int, concurrency: int, logs: Path) -> dict:
         published = time.monotonic()
         if load["statuses"] != {"202": n}:
             raise RuntimeError(f"HTTP submits not all accepted: {load['statuses']}")
-        done = wait_until(
-            lambda: Job.objects.filter(status="succeeded").count() >= n, timeout=1200, interval=0.1
-        )
+        done = wait_until(lambda: not jobs_unfinished(), timeout=1200, interval=0.1)
+        not_ok = Job.objects.exclude(status="succeeded").count()
     finally:
         worker_stop(worker)
         worker_stop(web)
+    if not_ok:
+        raise RuntimeError(f"{not_ok} Offload jobs submitted over HTTP did not succeed")
     return _figures(n, started, published, done) | {"clients": HTTP_CLIENTS, "web": WEB_WORKERS}
 
 

@@ -28,6 +28,7 @@ from common import (
     bench_env,
     database_prepare,
     django_setup,
+    jobs_unfinished,
     results_write,
     sized,
     wait_until,
@@ -104,10 +105,8 @@ def offload_run(user: object, specs: list) -> dict:
     """The jobs are submitted while the worker does not consume, then the clock runs from
     the moment it consumes again: submitting is measured by bench/throughput.py, and the
     bare loop's files are ready before its clock starts too."""
-    from django.db import connection as database
-
     from config.celery_app import app
-    from jobs.models import TERMINAL_STATUSES, Job
+    from jobs.models import Job
     from jobs.services import jobs_bulk_submit
 
     # A connection of its own: the bare loop's forked pool leaves the shared one unusable.
@@ -122,21 +121,8 @@ def offload_run(user: object, specs: list) -> dict:
             started = time.monotonic()
             app.control.add_consumer("bulk", destination=workers, reply=True, connection=connection)
     ids = [job.id for job in jobs]
-    # Every earlier thumbnail job has finished, so the poll asks whether any is left, in
-    # plain SQL: a count over the ids through the ORM cost the worker's cores about 1 ms
-    # per image at this rate.
-    statuses = sorted(TERMINAL_STATUSES)
-    sql = (
-        f"SELECT EXISTS (SELECT 1 FROM {Job._meta.db_table} WHERE kind = 'thumbnail' "  # noqa: S608
-        f"AND status NOT IN ({', '.join(['%s'] * len(statuses))}))"
-    )
-
-    def finished() -> bool:
-        with database.cursor() as cursor:
-            cursor.execute(sql, statuses)
-            return not cursor.fetchone()[0]
-
-    done = wait_until(finished, timeout=1800, interval=0.05)
+    # Every earlier thumbnail job has finished, so the poll asks whether any is left.
+    done = wait_until(lambda: not jobs_unfinished("thumbnail"), timeout=1800, interval=0.05)
     failed = Job.objects.filter(id__in=ids).exclude(status="succeeded").count()
     if failed:
         raise RuntimeError(f"{failed} thumbnail jobs did not succeed")
