@@ -31,6 +31,7 @@ from common import (
     jobs_unfinished,
     results_write,
     sized,
+    tables_vacuum,
     wait_until,
     worker_start,
     worker_stop,
@@ -89,6 +90,7 @@ def offload_prepare(paths: list[str]) -> tuple[object, list, list[str]]:
 
     Job.objects.filter(kind="thumbnail").delete()
     StoredFile.objects.all().delete()
+    tables_vacuum(Job, StoredFile)
     queues_purge()
     user, _ = get_user_model().objects.get_or_create(username="bench-thumbnails")
     specs, stored = [], []
