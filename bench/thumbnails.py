@@ -1,17 +1,22 @@
 """12 MP JPEG to a 256 px thumbnail: a bare Pillow draft-decode loop (the anchor) against
 the `thumbnail` kind through a real worker.
 
-Both sides use the same cores (`--concurrency` processes: a multiprocessing pool for the
-loop, prefork worker processes for Offload) and the same JPEG files: the loop reads the very
-files the uploads stored, so both meet the same page cache. The loop opens a file,
-drafts it to the target box, decodes, applies Image.thumbnail and encodes a JPEG in
-memory. Offload runs one `thumbnail` job per image (sizes [256], JPEG, quality 85), bulk
-submitted while the worker is paused, from the worker's resume to the last job's end:
-storage reads and writes, EXIF orientation, the output record and the job lifecycle
-included. The sides alternate for `--rounds` rounds on the
-same running worker and the best round of each side is compared.
+Both sides use the same cores and the same JPEG files: the loop reads the very files the
+uploads stored, so both meet the same page cache. The loop (a multiprocessing pool) opens
+a file, drafts it to the target box, decodes, applies Image.thumbnail and encodes a JPEG in
+memory. Offload runs one `thumbnail` job per image (sizes [256], JPEG, quality 85) on a
+prefork worker, bulk submitted while the worker is paused, from the worker's resume to the
+last job's end: storage reads and writes, EXIF orientation, the output record and the job
+lifecycle included.
 
-    python bench/thumbnails.py [-n 200] [--concurrency 2]
+Each side runs with each process count of `--processes` (default: one per CPU, as Celery's
+own default, and one more, as Offload's bulk worker runs by default) and its best count is
+compared. The loop never waits, so an extra process cannot raise its figure; a job waits on
+the database at its start and end, and an extra worker process keeps the cores busy then.
+For each count the sides alternate for `--rounds` rounds on the same running worker; each
+side's best round over all counts is compared.
+
+    python bench/thumbnails.py [-n 200] [--processes 2,3]
 """
 
 import argparse
@@ -135,14 +140,25 @@ def _figures(n: int, seconds: float) -> dict:
     return {"images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
 
 
+def _best(figures: list[dict]) -> dict:
+    return max(figures, key=lambda f: f["images_per_s"])
+
+
 def main() -> None:
+    cpus = os.cpu_count() or 1
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=sized(200, 100), help="images per side")
-    parser.add_argument("--concurrency", type=int, default=2, help="processes per side")
-    parser.add_argument("--rounds", type=int, default=sized(3, 2), help="rounds per side")
+    parser.add_argument(
+        "--processes",
+        default=f"{cpus},{cpus + 1}",
+        help="process counts to run each side with, comma-separated",
+    )
+    parser.add_argument("--rounds", type=int, default=sized(3, 2), help="rounds per count")
     args = parser.parse_args()
+    counts = [int(count) for count in args.processes.split(",")]
 
     database_prepare()
+    runs: dict[int, list[tuple[dict, dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp) / "media"
         os.environ["DJANGO_MEDIA_ROOT"] = str(media)
@@ -154,40 +170,55 @@ def main() -> None:
         # The uploads are hundreds of MB of fresh page cache: flush it now, so its writeback
         # does not slow the database's commits during the measured rounds.
         os.sync()
-        worker = worker_start(
-            "config",
-            queues="bulk",
-            concurrency=args.concurrency,
-            env=bench_env(DJANGO_MEDIA_ROOT=str(media)),
-            log=Path(tmp) / "worker.log",
-        )
-        try:
-            offload_run(user, specs[: args.concurrency * 2])  # warm-up, not counted
-            # The machine is shared: alternate the two sides and keep each side's best.
-            rounds = [(run_bare(paths, args.concurrency), offload_run(user, specs))
-                      for _ in range(args.rounds)]  # fmt: skip
-        finally:
-            worker_stop(worker)
-        bare = max((r[0] for r in rounds), key=lambda f: f["images_per_s"])
-        offload = max((r[1] for r in rounds), key=lambda f: f["images_per_s"])
+        for count in counts:
+            worker = worker_start(
+                "config",
+                queues="bulk",
+                concurrency=count,
+                env=bench_env(DJANGO_MEDIA_ROOT=str(media)),
+                log=Path(tmp) / f"worker-{count}.log",
+            )
+            try:
+                offload_run(user, specs[: count * 2])  # warm-up, not counted
+                # The machine is shared: alternate the two sides and keep each side's best.
+                runs[count] = [(run_bare(paths, count), offload_run(user, specs))
+                               for _ in range(args.rounds)]  # fmt: skip
+            finally:
+                worker_stop(worker)
         source_mb = sum(p.stat().st_size for p in sources) / len(sources) / 1e6
+    per_count = {
+        count: {"bare": _best([b for b, _ in rounds]), "offload": _best([o for _, o in rounds])}
+        for count, rounds in runs.items()
+    }
+    bare_count = max(per_count, key=lambda c: per_count[c]["bare"]["images_per_s"])
+    offload_count = max(per_count, key=lambda c: per_count[c]["offload"]["images_per_s"])
+    bare, offload = per_count[bare_count]["bare"], per_count[offload_count]["offload"]
     ratio = round(offload["images_per_s"] / bare["images_per_s"], 3)
     print(
         f"12 MP JPEG ({source_mb:.1f} MB each) to {SIZE} px JPEG, n={args.n}, "
-        f"{args.rounds} rounds, "
-        f"{args.concurrency} processes per side, broker {BROKER_URL.split('@')[-1]}, "
-        f"{os.cpu_count()} cores"
+        f"{args.rounds} rounds per process count, broker {BROKER_URL.split('@')[-1]}, "
+        f"{cpus} cores"
     )
-    for number, (b, o) in enumerate(rounds, 1):
-        print(f"round {number}: bare {b['images_per_s']:.1f}/s, kind {o['images_per_s']:.1f}/s")
-    print(f"{'best of each':<24}{'images/s':>10}{'ratio':>8}")
-    print(f"{'bare Pillow draft loop':<24}{bare['images_per_s']:>10.1f}{1.0:>8.2f}")
-    print(f"{'thumbnail kind':<24}{offload['images_per_s']:>10.1f}{ratio:>8.2f}")
+    for count, rounds in runs.items():
+        for number, (b, o) in enumerate(rounds, 1):
+            print(
+                f"{count} processes, round {number}: bare {b['images_per_s']:.1f}/s, "
+                f"kind {o['images_per_s']:.1f}/s"
+            )
+    print(f"{'best of each count':<28}{'bare/s':>8}{'kind/s':>8}{'kind/bare':>11}")
+    for count, best in per_count.items():
+        b, o = best["bare"]["images_per_s"], best["offload"]["images_per_s"]
+        print(f"{f'{count} processes per side':<28}{b:>8.1f}{o:>8.1f}{o / b:>11.2f}")
+    print(f"{'best of each side':<28}{'images/s':>8}{'ratio':>8}")
+    print(f"{f'bare Pillow draft loop ({bare_count})':<28}{bare['images_per_s']:>8.1f}{1.0:>8.2f}")
+    print(f"{f'thumbnail kind ({offload_count})':<28}{offload['images_per_s']:>8.1f}{ratio:>8.2f}")
     print(f"budget: thumbnails >= 0.8x the bare loop: {'met' if ratio >= 0.8 else 'MISSED'}")
     path = results_write(
         "thumbnails",
-        {"n": args.n, "concurrency": args.concurrency, "bare": bare, "offload": offload,
-         "ratio": ratio, "rounds": [{"bare": b, "offload": o} for b, o in rounds],
+        {"n": args.n, "processes": counts, "bare": {**bare, "processes": bare_count},
+         "offload": {**offload, "processes": offload_count}, "ratio": ratio,
+         "per_count": {str(c): {**best, "rounds": [{"bare": b, "offload": o} for b, o in runs[c]]}
+                       for c, best in per_count.items()},
          "budgets": {"thumbnails_0.8x_bare_loop": ratio >= 0.8}},
     )  # fmt: skip
     print(f"written {path}")

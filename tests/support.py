@@ -93,11 +93,12 @@ class Worker(CeleryProcess):
         self,
         *,
         queues: str = "default,bulk,notifications",
-        concurrency: int = 2,
+        concurrency: int | None = 2,
         log_dir: Path,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> None:
+        """`concurrency` None: no `-c`, the worker picks its process count itself."""
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_dir / f"worker-{self.name.split('@')[0]}.log"
         self.args = [
@@ -107,8 +108,7 @@ class Worker(CeleryProcess):
             "worker",
             "-Q",
             queues,
-            "-c",
-            str(concurrency),
+            *(["-c", str(concurrency)] if concurrency is not None else []),
             "-n",
             self.name,
             "--without-mingle",

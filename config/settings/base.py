@@ -251,9 +251,12 @@ CELERY_TASK_DEFAULT_DELIVERY_MODE = "persistent"
 CELERY_TASK_ACKS_LATE = False  # set per kind: late acks only for idempotent kinds
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
 # Workers that consume these queues of long jobs reserve this many messages per process
-# instead (see config/celery_app.py, LongJobPrefetch).
+# instead (see config/celery_app.py, LongJobWorker).
 OFFLOAD_LONG_JOB_QUEUES = env.list("OFFLOAD_LONG_JOB_QUEUES", default=["bulk"])
 OFFLOAD_LONG_JOB_PREFETCH_MULTIPLIER = env.int("OFFLOAD_LONG_JOB_PREFETCH_MULTIPLIER", default=1)
+# Processes of such a worker when its command gives no --concurrency (None: one more than the
+# CPUs, so that a job's database waits do not leave a core idle).
+OFFLOAD_LONG_JOB_CONCURRENCY = env.int("OFFLOAD_LONG_JOB_CONCURRENCY", default=None)
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=None)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=None)
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
