@@ -34,6 +34,7 @@ from common import (
     ROOT,
     api_token,
     bench_env,
+    best_of,
     database_prepare,
     django_setup,
     jobs_reset,
@@ -264,7 +265,7 @@ def main() -> None:
         jobs_reset()
     results: dict[str, dict] = {}
     for name, figs in rounds.items():
-        best = max(figs, key=lambda fig: fig["jobs_per_s"])
+        best = best_of(figs, "jobs_per_s")
         results[name] = {
             **best,
             "publish_per_s": max(fig["publish_per_s"] for fig in figs),
